@@ -1,0 +1,94 @@
+"""The process layer: transforms the latent on its own, with the same weights at every step."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+from torch import Tensor, nn
+
+from th1nker.blocks.base import Block, BuildContext
+from th1nker.errors import DataError, RecipeError
+from th1nker.omni.layers import Attention, RMSNorm, SwiGLU
+from th1nker.recipe import BlockConfig
+from th1nker.registry import register
+from th1nker.thought import Thought
+
+
+class ConvMixer(nn.Module):
+    """A 1-D convolution over latent slots, or 2-D over the input's grid."""
+
+    def __init__(self, dim: int, kernel: int, two_d: bool):
+        super().__init__()
+        conv = nn.Conv2d if two_d else nn.Conv1d
+        self.conv = conv(dim, dim, kernel, padding=kernel // 2)
+        self.two_d = two_d
+
+    def forward(self, x: Tensor, grid: tuple[int, int] | None) -> Tensor:
+        b, length, d = x.shape
+        if not self.two_d:
+            return self.conv(x.transpose(1, 2)).transpose(1, 2)
+        if grid is None or grid[0] * grid[1] != length:
+            raise DataError(f"conv2d mixer needs a 2-D input grid matching {length} latent slots, got {grid}")
+        y = self.conv(x.transpose(1, 2).reshape(b, d, *grid))
+        return y.flatten(2).transpose(1, 2)
+
+
+class TokenMLP(nn.Module):
+    """MLP across positions (MLP-Mixer token mixing); needs a fixed number of slots."""
+
+    def __init__(self, slots: int, hidden: int):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(slots, hidden), nn.GELU(), nn.Linear(hidden, slots))
+
+    def forward(self, x: Tensor, grid=None) -> Tensor:
+        return self.net(x.transpose(1, 2)).transpose(1, 2)
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        self.attn = Attention(dim, heads)
+
+    def forward(self, x: Tensor, grid=None) -> Tensor:
+        return self.attn(x)
+
+
+@register("process")
+class ProcessLayer(Block):
+    """Transforms the latent: `layers` x (mixer over positions + SwiGLU), pre-norm residual."""
+
+    class Config(BlockConfig):
+        mixer: Literal["attention", "conv1d", "conv2d", "mlp"] = Field("conv1d", description="how positions exchange information")
+        layers: int = Field(2, gt=0, description="mixer+MLP layers per call")
+        kernel: int = Field(3, gt=0, description="convolution kernel size (odd)")
+        heads: int = Field(4, gt=0, description="attention heads (attention mixer)")
+        hidden: int | None = Field(None, gt=0, description="MLP width (default 2 x dim)")
+        norm_out: bool = Field(True, description="RMS-normalise the latent on the way out (bounded over many steps)")
+
+    def __init__(self, config, ctx: BuildContext):
+        super().__init__(config, ctx)
+        d, hidden = ctx.dim, config.hidden or 2 * ctx.dim
+        if config.mixer == "mlp" and ctx.slots is None:
+            raise RecipeError(f"model.blocks.{ctx.name}.mixer: 'mlp' needs a fixed model.latent.slots (an int)")
+        self.mixers = nn.ModuleList(self._mixer(config, ctx) for _ in range(config.layers))
+        self.mixer_norms = nn.ModuleList(RMSNorm(d) for _ in range(config.layers))
+        self.mlps = nn.ModuleList(SwiGLU(d, hidden) for _ in range(config.layers))
+        self.mlp_norms = nn.ModuleList(RMSNorm(d) for _ in range(config.layers))
+        self.out_norm = RMSNorm(d) if config.norm_out else None
+
+    @staticmethod
+    def _mixer(config, ctx: BuildContext) -> nn.Module:
+        if config.mixer == "attention":
+            return SelfAttention(ctx.dim, config.heads)
+        if config.mixer == "mlp":
+            return TokenMLP(ctx.slots, 2 * ctx.slots)
+        return ConvMixer(ctx.dim, config.kernel, two_d=config.mixer == "conv2d")
+
+    def forward(self, thought: Thought) -> Thought:
+        h = thought.latent
+        for mixer, mn, mlp, fn in zip(self.mixers, self.mixer_norms, self.mlps, self.mlp_norms):
+            h = h + mixer(mn(h), thought.grid)
+            h = h + mlp(fn(h))
+        thought.latent = self.out_norm(h) if self.out_norm is not None else h
+        return thought

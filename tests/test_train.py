@@ -1,0 +1,185 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+from th1nker.cli import app
+from th1nker.recipe import load_recipe
+from th1nker.tasks import make_task
+from th1nker.train.loop import Trainer
+from th1nker.train.run import train_recipe
+from th1nker.train.tbptt import step_weights, window_plan
+
+from conftest import RECIPES
+
+runner = CliRunner()
+
+
+def test_window_plans():
+    g = torch.Generator().manual_seed(0)
+    assert window_plan("full", 4, 10, g) == [(10, True)]
+    assert window_plan("window", 4, 10, g) == [(4, True), (4, True), (2, True)]
+    for _ in range(50):
+        plan = window_plan("progressive", 4, 10, g)
+        assert sum(n for n, _ in plan) <= 10 and plan[-1][1] and 1 <= plan[-1][0] <= 4
+        assert all(not grad for _, grad in plan[:-1])
+    assert step_weights("last", [3, 4, 5]) == [0, 0, 1]
+    assert step_weights("increasing", [0, 1]) == pytest.approx([1 / 3, 2 / 3])
+
+
+@pytest.mark.parametrize("mode", ["full", "window", "progressive"])
+def test_training_lowers_the_loss(tiny_recipe, mode):
+    recipe = load_recipe(tiny_recipe, [f"train.tbptt.mode={mode}", "train.tbptt.window=2", "train.max_updates=40"])
+    trainer = Trainer(recipe, make_task(recipe.task, 0))
+    first = sum(trainer.train_update()["loss"] for _ in range(3))
+    for _ in range(30):
+        trainer.train_update()
+    assert sum(trainer.train_update()["loss"] for _ in range(3)) < first
+    assert trainer.update == 36 and trainer.skipped == 0
+
+
+def test_update_per_window_steps_once_per_window(tiny_recipe):
+    recipe = load_recipe(tiny_recipe, ["train.tbptt.mode=window", "train.tbptt.window=2",
+                                       "train.tbptt.update_per_window=true"])
+    trainer = Trainer(recipe, make_task(recipe.task, 0))
+    trainer.train_update()
+    assert trainer.update == 2  # 4 steps / window 2
+
+
+def test_accumulation_really_steps(tiny_recipe):
+    recipe = load_recipe(tiny_recipe, ["train.accumulate=3", "train.ema=null"])
+    trainer = Trainer(recipe, make_task(recipe.task, 0))
+    before = [p.detach().clone() for p in trainer.model.parameters()]
+    trainer.train_update()
+    after = list(trainer.model.parameters())
+    assert trainer.update == 1
+    assert any(not torch.equal(a, b) for a, b in zip(before, after))
+
+
+def test_nan_guard_skips_the_update(tiny_recipe):
+    recipe = load_recipe(tiny_recipe, ["train.ema=null"])
+    trainer = Trainer(recipe, make_task(recipe.task, 0))
+    with torch.no_grad():
+        trainer.model.blocks["answer"].head.weight.fill_(float("nan"))
+    before = [p.detach().clone() for p in trainer.model.parameters()]
+    trainer.train_update()
+    assert trainer.skipped == 1
+    assert all(torch.equal(a, b) or torch.isnan(a).all() for a, b in zip(before, trainer.model.parameters()))
+
+
+def test_train_writes_run_folder_and_mlflow_run(tiny_recipe, tmp_path):
+    import mlflow
+
+    out = tmp_path / "run"
+    result = train_recipe(tiny_recipe, [], out, resume=False)
+    for name in ("recipe.yaml", "metrics.json", "eval.png", "graph.png", "checkpoints/latest"):
+        assert (out / name).exists(), name
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["accuracy"] == result["accuracy"]
+    assert set(metrics["accuracy"]) == {"8", "12"} and set(metrics["accuracy"]["8"]) == {"2", "4", "8"}
+    assert load_recipe(out / "recipe.yaml") == load_recipe(tiny_recipe)
+
+    client = mlflow.MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    runs = client.search_runs([client.get_experiment_by_name("th1nker").experiment_id])
+    assert len(runs) == 1
+    run = runs[0]
+    assert run.info.status == "FINISHED"
+    assert run.data.params["model.dim"] == "16" and run.data.params["train.max_updates"] == "6"
+    assert {"loss", "lr", "grad_norm", "updates_per_s", "loss_step_001", "eval_accuracy_d12"} <= set(run.data.metrics)
+    assert len(client.get_metric_history(run.info.run_id, "loss")) == 3  # logged every 2 of 6 updates
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "eval_accuracy_d8")] == [2, 4, 8]
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"recipe.yaml", "metrics.json", "eval.png", "graph.png", "checkpoint"} <= artifacts
+
+
+def test_unreachable_tracking_server_warns_once_and_trains_on(tiny_recipe, tmp_path):
+    with pytest.warns(UserWarning, match="MLflow tracking at http://127.0.0.1:9 failed") as record:
+        train_recipe(tiny_recipe, ["tracking.uri=http://127.0.0.1:9"], tmp_path / "run", resume=False)
+    assert sum("MLflow tracking" in str(w.message) for w in record) == 1
+    assert (tmp_path / "run" / "metrics.json").exists()
+
+
+def test_eval_json_and_think(tiny_recipe, tmp_path):
+    out = tmp_path / "run"
+    train_recipe(tiny_recipe, ["tracking.enabled=false"], out, resume=False)
+    res = runner.invoke(app, ["eval", str(tiny_recipe), "--checkpoint", str(out), "--steps", "1,3", "--json"])
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.stdout)
+    assert set(data["accuracy"]["8"]) == {"1", "3"} and all(0 <= v <= 1 for v in data["accuracy"]["8"].values())
+    res = runner.invoke(app, ["think", str(tiny_recipe), "--checkpoint", str(out), "--input", "0110",
+                              "--steps", "3", "--trace"], env={"COLUMNS": "200"})
+    assert res.exit_code == 0, res.output
+    assert "read -> think -> answer" in res.output and "answer after 3 steps" in res.output
+    res = runner.invoke(app, ["think", str(tiny_recipe), "--checkpoint", str(out), "--input", "01x"])
+    assert res.exit_code == 2 and "string of 0 and 1" in res.output
+
+
+def test_corrupt_and_mismatched_checkpoints_exit_2(tiny_recipe, tmp_path):
+    out = tmp_path / "run"
+    train_recipe(tiny_recipe, ["tracking.enabled=false"], out, resume=False)
+    res = runner.invoke(app, ["eval", str(tiny_recipe), "--checkpoint", str(out), "--set", "model.dim=32"])
+    assert res.exit_code == 2
+    assert "does not fit this recipe" in res.output and "model.dim: checkpoint has 16, recipe has 32" in res.output
+    ckpt = out / "checkpoints" / (out / "checkpoints" / "latest").read_text().strip()
+    weights = ckpt / "ema.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    res = runner.invoke(app, ["eval", str(tiny_recipe), "--checkpoint", str(out)])
+    assert res.exit_code == 2 and "corrupt or truncated" in res.output and "ema.safetensors" in res.output
+    res = runner.invoke(app, ["eval", str(tiny_recipe), "--checkpoint", str(tmp_path / "nowhere")])
+    assert res.exit_code == 2 and "no such checkpoint" in res.output
+    res = runner.invoke(app, ["train", str(tiny_recipe), "--out", str(out)])
+    assert res.exit_code == 2 and "--resume" in res.output
+
+
+def _train_cmd(recipe: Path, out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "th1nker", "train", str(recipe), "--out", str(out),
+            "--set", "train.max_updates=300", "--set", "train.checkpoint_every=25", "--set", "train.batch_size=32",
+            "--set", "tracking.enabled=false", "--set", "eval.steps=[1]", *extra]
+
+
+def test_kill_9_then_resume_matches_an_uninterrupted_run(tiny_recipe, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    subprocess.run(_train_cmd(tiny_recipe, tmp_path / "straight"), env=env, check=True, capture_output=True)
+
+    victim = tmp_path / "killed"
+    proc = subprocess.Popen(_train_cmd(tiny_recipe, victim), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    latest = victim / "checkpoints" / "latest"
+    deadline = time.time() + 120
+    while not latest.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "training finished before it could be killed"
+    killed_at = int(latest.read_text().strip().split("_")[1])
+    assert 0 < killed_at < 300
+
+    subprocess.run(_train_cmd(tiny_recipe, victim, "--resume"), env=env, check=True, capture_output=True)
+    a = load_file(tmp_path / "straight" / "checkpoints" / "step_00000300" / "model.safetensors")
+    b = load_file(victim / "checkpoints" / "step_00000300" / "model.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-5, rtol=0), k
+
+
+SMOKE = ["train.max_updates=2", "train.batch_size=4", "task.eval_examples=4", "eval.steps=[1,2]",
+         "schedule.steps=2", "tracking.enabled=false", "train.checkpoint_every=1"]
+
+
+@pytest.mark.parametrize("path", sorted(RECIPES.glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_shipped_recipe_validates_and_trains(path, tmp_path):
+    recipe = load_recipe(path)
+    if recipe.task.kind == "maze":
+        extra = ["task.train=[2,3]", "task.eval=[3]"]
+    else:
+        extra = []
+    result = train_recipe(path, SMOKE + extra, tmp_path / "run", resume=False)
+    assert result["train"]["updates"] == 2
+    assert (tmp_path / "run" / "metrics.json").exists()

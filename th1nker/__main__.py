@@ -1,0 +1,3 @@
+from th1nker.cli import main
+
+main()

@@ -1,0 +1,160 @@
+"""The `th1nker` command line: validate, blocks, graph, train, eval, think (and sub-apps)."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from th1nker.errors import Th1nkerError
+
+app = typer.Typer(help="Th1nker: latent-step models from YAML recipes.", no_args_is_help=True,
+                  pretty_exceptions_enable=False, add_completion=False)
+console = Console()
+err_console = Console(stderr=True)
+
+SetOpt = typer.Option(None, "--set", help="override a recipe field: --set train.max_updates=10 (repeatable)")
+
+
+def user_errors(fn):
+    """Print our errors in one block and exit 2 (no traceback for a user mistake)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except Th1nkerError as e:
+            err_console.print(f"[bold red]error[/bold red] ({type(e).__name__})")
+            err_console.print(Text(str(e)), soft_wrap=True)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+@app.command()
+@user_errors
+def validate(recipe: Path, set_: Optional[list[str]] = SetOpt):
+    """Validate a recipe and print it fully resolved."""
+    from th1nker.recipe import load_recipe
+
+    r = load_recipe(recipe, set_)
+    console.print(r.to_yaml(), end="", markup=False, highlight=False)
+    err_console.print(f"[green]ok[/green] {recipe}")
+
+
+@app.command()
+@user_errors
+def blocks():
+    """List the registered block kinds with their config fields."""
+    from th1nker.registry import block_class, kinds
+
+    table = Table(title="Th1nker blocks", show_lines=True)
+    table.add_column("kind", style="bold cyan")
+    table.add_column("what it does")
+    table.add_column("fields (type = default: description)")
+    for kind in kinds():
+        cls = block_class(kind)
+        doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+        fields = []
+        for name, f in cls.Config.model_fields.items():
+            if name == "kind":
+                continue
+            ann = getattr(f.annotation, "__name__", None) or str(f.annotation).replace("typing.", "")
+            fields.append(f"[bold]{name}[/bold]: {ann} = {f.default!r}" + (f"  {f.description}" if f.description else ""))
+        table.add_row(kind, doc, "\n".join(fields))
+    console.print(table)
+
+
+@app.command()
+@user_errors
+def graph(recipe: Path, out: Optional[Path] = typer.Option(None, help="write the graph as PNG here"),
+          set_: Optional[list[str]] = SetOpt):
+    """Print the recipe's block graph as Mermaid (and write a PNG with --out)."""
+    from th1nker.graph import BlockGraph
+    from th1nker.recipe import load_recipe
+
+    g = BlockGraph(load_recipe(recipe, set_))
+    console.print(g.to_mermaid(), markup=False, highlight=False)
+    if out is not None:
+        g.draw(out)
+        err_console.print(f"wrote {out}")
+
+
+@app.command()
+@user_errors
+def train(recipe: Path, set_: Optional[list[str]] = SetOpt,
+          out: Optional[Path] = typer.Option(None, help="run directory (default runs/<name>/<timestamp>)"),
+          resume: bool = typer.Option(False, help="continue from the last checkpoint in --out")):
+    """Train a recipe; writes recipe.yaml, checkpoints/, metrics.json and eval.png into the run directory."""
+    from th1nker.train.run import train_recipe
+
+    train_recipe(recipe, set_ or [], out, resume)
+
+
+@app.command("eval")
+@user_errors
+def eval_(recipe: Path, checkpoint: Path = typer.Option(..., help="a run directory or checkpoint directory"),
+          steps: Optional[str] = typer.Option(None, help="comma-separated step counts, e.g. 5,10,20,40,80"),
+          set_: Optional[list[str]] = SetOpt,
+          as_json: bool = typer.Option(False, "--json", help="print one JSON object on stdout")):
+    """Exact-match accuracy per difficulty per number of thinking steps."""
+    from th1nker.train.evaluate import evaluate_checkpoint, print_accuracy
+
+    step_list = _parse_steps(steps)
+    result = evaluate_checkpoint(recipe, checkpoint, set_ or [], step_list)
+    if as_json:
+        sys.stdout.write(json.dumps(result) + "\n")
+    else:
+        print_accuracy(result, console)
+
+
+@app.command()
+@user_errors
+def think(recipe: Path, checkpoint: Optional[Path] = typer.Option(None, help="run or checkpoint directory"),
+          input_: str = typer.Option(..., "--input", help="the example, as the task writes it (e.g. 0110)"),
+          steps: Optional[int] = typer.Option(None, help="thinking steps (default: the recipe's)"),
+          trace: bool = typer.Option(False, help="print the blocks run and the prediction after each step"),
+          set_: Optional[list[str]] = SetOpt):
+    """Run the model on one example and show how its answer develops."""
+    from th1nker.train.evaluate import think_one
+
+    think_one(recipe, checkpoint, input_, steps, trace, set_ or [], console)
+
+
+def _parse_steps(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        steps = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise Th1nkerError(f"--steps {text!r}: expected comma-separated whole numbers, e.g. 5,10,20") from None
+    if not steps or min(steps) < 1:
+        raise Th1nkerError(f"--steps {text!r}: step counts must be at least 1")
+    return steps
+
+
+def _mount_optional_apps() -> None:
+    for module, name in (("th1nker.cli_tokenizer", "tokenizer"),):
+        try:
+            sub = __import__(module, fromlist=["app"]).app
+        except ImportError:
+            continue
+        app.add_typer(sub, name=name)
+
+
+_mount_optional_apps()
+
+
+def main():
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,216 @@
+"""The one set of transformer layers behind every block, the Thinker LM, the encoders and the Talker."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class RMSNorm(nn.Module):
+    """Root-mean-square layer norm with a learned scale."""
+
+    def __init__(self, dim: int, eps: float = 1e-6):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        scale = torch.rsqrt(x.float().pow(2).mean(-1, keepdim=True) + self.eps)
+        return (x.float() * scale).type_as(x) * self.weight
+
+
+class Rotary(nn.Module):
+    """Rotary position embedding; the cos/sin table grows on demand to any length."""
+
+    def __init__(self, head_dim: int, base: float = 10000.0):
+        super().__init__()
+        inv_freq = 1.0 / base ** (torch.arange(0, head_dim, 2).float() / head_dim)
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+        self._cos = self._sin = None
+
+    def _table(self, length: int, device: torch.device) -> tuple[Tensor, Tensor]:
+        if self._cos is None or self._cos.shape[0] < length or self._cos.device != device:
+            # Grow by doubling so token-by-token decoding does not rebuild the table every step.
+            size = max(length, 64, 2 * self._cos.shape[0] if self._cos is not None else 0)
+            t = torch.arange(size, device=device, dtype=torch.float32)
+            freqs = torch.outer(t, self.inv_freq.to(device))
+            self._cos, self._sin = freqs.cos(), freqs.sin()
+        return self._cos, self._sin
+
+    def forward(self, x: Tensor, offset: int = 0) -> Tensor:
+        """Rotate `x` (B, H, T, Dh) as if its first position were `offset`."""
+        length = x.shape[-2]
+        cos, sin = self._table(offset + length, x.device)
+        cos, sin = cos[offset : offset + length].to(x.dtype), sin[offset : offset + length].to(x.dtype)
+        x1, x2 = x[..., 0::2], x[..., 1::2]
+        return torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).flatten(-2)
+
+
+@dataclass
+class KVCache:
+    """Keys and values of the positions seen so far, per attention layer."""
+
+    k: Tensor | None = None
+    v: Tensor | None = None
+
+    @property
+    def length(self) -> int:
+        return 0 if self.k is None else self.k.shape[-2]
+
+    def extend(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        self.k = k if self.k is None else torch.cat([self.k, k], dim=-2)
+        self.v = v if self.v is None else torch.cat([self.v, v], dim=-2)
+        return self.k, self.v
+
+
+class Attention(nn.Module):
+    """Multi-head attention through `scaled_dot_product_attention`: MHA, GQA or MQA, self or cross.
+
+    `mask` is a (B, S) boolean padding mask over keys (True = attend); with a cache, S counts the
+    cached keys too. With `cache`, keys and values are appended and queries sit at the positions
+    after the cached ones, so cached decoding equals a full causal forward.
+    """
+
+    def __init__(self, dim: int, heads: int, kv_heads: int | None = None, causal: bool = False,
+                 rotary: bool = True, kv_dim: int | None = None, bias: bool = False,
+                 dropout: float = 0.0):
+        super().__init__()
+        kv_heads = kv_heads or heads
+        if dim % heads or heads % kv_heads:
+            raise ValueError(f"dim {dim} must divide into heads {heads}, heads into kv_heads {kv_heads}")
+        self.heads, self.kv_heads, self.head_dim = heads, kv_heads, dim // heads
+        self.causal, self.dropout = causal, dropout
+        kv_dim = kv_dim or dim
+        self.q = nn.Linear(dim, dim, bias=bias)
+        self.kv = nn.Linear(kv_dim, 2 * kv_heads * self.head_dim, bias=bias)
+        self.out = nn.Linear(dim, dim, bias=bias)
+        self.rotary = Rotary(self.head_dim) if rotary else None
+
+    def forward(self, x: Tensor, context: Tensor | None = None, mask: Tensor | None = None,
+                cache: KVCache | None = None) -> Tensor:
+        b, t, _ = x.shape
+        source = x if context is None else context
+        q = self.q(x).view(b, t, self.heads, self.head_dim).transpose(1, 2)
+        k, v = self.kv(source).view(b, source.shape[1], 2, self.kv_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        offset = cache.length if cache is not None else 0
+        if self.rotary is not None:
+            q = self.rotary(q, offset)
+            k = self.rotary(k, offset if context is None else 0)
+        if cache is not None:
+            k, v = cache.extend(k, v)
+        s = k.shape[-2]
+        # Without padding, SDPA's own causal kernel covers a full sequence, and a single query at
+        # the end of the cache sees every key: no explicit mask is needed in either case.
+        plain = self.causal and mask is None and (t == s or t == 1)
+        attn_mask = None if plain else self._mask(mask, t, s, offset, x.device)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=plain and t > 1,
+                                           dropout_p=self.dropout if self.training else 0.0,
+                                           enable_gqa=self.kv_heads != self.heads)
+        return self.out(y.transpose(1, 2).reshape(b, t, -1))
+
+    def _mask(self, padding: Tensor | None, t: int, s: int, offset: int, device) -> Tensor | None:
+        mask = None
+        if self.causal:
+            q_pos = torch.arange(offset, offset + t, device=device)[:, None]
+            mask = q_pos >= torch.arange(s, device=device)[None, :]  # (t, s)
+        if padding is not None:
+            pad = padding[:, None, None, :].bool()  # (B, 1, 1, s)
+            mask = pad if mask is None else mask & pad
+        return mask
+
+
+class SwiGLU(nn.Module):
+    """Gated feed-forward layer: W2(silu(W1 x) * W3 x)."""
+
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.gate_up = nn.Linear(dim, 2 * hidden, bias=False)
+        self.down = nn.Linear(hidden, dim, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        gate, up = self.gate_up(x).chunk(2, dim=-1)
+        return self.down(F.silu(gate) * up)
+
+
+class MoE(nn.Module):
+    """Top-k mixture of SwiGLU experts with the Switch-Transformer load-balancing loss.
+
+    Expert weights are batched tensors; tokens are sorted by expert into padded groups and run
+    through all experts at once with `bmm`. After each forward, `self.aux_loss` holds
+    E * sum_e f_e * P_e (f_e: share of routed slots, P_e: mean router probability), which is 1 for a
+    perfectly balanced router; collect it over a model with `aux_loss(model)`.
+    """
+
+    def __init__(self, dim: int, hidden: int, experts: int, top_k: int = 2):
+        super().__init__()
+        if not 1 <= top_k <= experts:
+            raise ValueError(f"top_k {top_k} must be between 1 and experts {experts}")
+        self.experts, self.top_k = experts, top_k
+        self.router = nn.Linear(dim, experts, bias=False)
+        self.gate_up = nn.Parameter(torch.empty(experts, dim, 2 * hidden))
+        self.down = nn.Parameter(torch.empty(experts, hidden, dim))
+        nn.init.uniform_(self.gate_up, -dim ** -0.5, dim ** -0.5)  # nn.Linear's default range
+        nn.init.uniform_(self.down, -hidden ** -0.5, hidden ** -0.5)
+        self.aux_loss: Tensor | None = None
+
+    def forward(self, x: Tensor) -> Tensor:
+        shape = x.shape
+        x = x.reshape(-1, shape[-1])
+        probs = self.router(x).float().softmax(dim=-1)  # (N, E)
+        weights, chosen = probs.topk(self.top_k, dim=-1)  # (N, k)
+        weights = (weights / weights.sum(dim=-1, keepdim=True)).to(x.dtype)
+
+        share = torch.bincount(chosen.flatten(), minlength=self.experts).float() / chosen.numel()
+        self.aux_loss = self.experts * (share * probs.mean(dim=0)).sum()
+
+        # Sort the N*k (token, expert) slots by expert; a slot's rank is its row in its group.
+        expert, order = chosen.flatten().sort(stable=True)
+        token = order // self.top_k
+        counts = torch.bincount(expert, minlength=self.experts)
+        starts = counts.cumsum(0) - counts
+        rank = torch.arange(expert.numel(), device=x.device) - starts[expert]
+        groups = x.new_zeros(self.experts, int(counts.max()), shape[-1])
+        groups[expert, rank] = x[token]
+
+        gate, up = torch.bmm(groups, self.gate_up).chunk(2, dim=-1)
+        y = torch.bmm(F.silu(gate) * up, self.down)  # (E, capacity, dim)
+        slots = y[expert, rank] * weights.flatten()[order, None]
+        return torch.zeros_like(x).index_add_(0, token, slots).view(shape)
+
+
+def aux_loss(module: nn.Module) -> Tensor:
+    """Sum of the last load-balancing losses of every MoE inside `module` (0 when there is none)."""
+    losses = [m.aux_loss for m in module.modules() if isinstance(m, MoE) and m.aux_loss is not None]
+    if not losses:
+        device = next(module.parameters(), torch.empty(0)).device
+        return torch.zeros((), device=device)
+    return torch.stack(losses).sum()
+
+
+class TransformerBlock(nn.Module):
+    """Pre-norm block: x + attn(norm x) [+ cross-attn(norm x, context)] + mlp(norm x).
+
+    The mlp is SwiGLU, or a top-k `MoE` of SwiGLU experts when `experts` > 0.
+    """
+
+    def __init__(self, dim: int, heads: int, hidden: int, kv_heads: int | None = None,
+                 causal: bool = False, rotary: bool = True, cross: bool = False,
+                 experts: int = 0, top_k: int = 2, dropout: float = 0.0):
+        super().__init__()
+        self.attn_norm = RMSNorm(dim)
+        self.attn = Attention(dim, heads, kv_heads, causal=causal, rotary=rotary, dropout=dropout)
+        self.cross_norm = RMSNorm(dim) if cross else None
+        self.cross = Attention(dim, heads, kv_heads, rotary=False, dropout=dropout) if cross else None
+        self.mlp_norm = RMSNorm(dim)
+        self.mlp = MoE(dim, hidden, experts, top_k) if experts else SwiGLU(dim, hidden)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor, mask: Tensor | None = None, cache: KVCache | None = None,
+                context: Tensor | None = None, context_mask: Tensor | None = None) -> Tensor:
+        x = x + self.drop(self.attn(self.attn_norm(x), mask=mask, cache=cache))
+        if self.cross is not None and context is not None:
+            x = x + self.drop(self.cross(self.cross_norm(x), context=context, mask=context_mask))
+        return x + self.drop(self.mlp(self.mlp_norm(x)))

@@ -1,0 +1,26 @@
+"""Reasoning tasks generated from a seed, each with a difficulty knob and exact scoring."""
+
+from th1nker.tasks.base import IGNORE, Batch, Task, TaskSpec
+
+TASKS: dict[str, type[Task]] = {}
+
+
+def register_task(name: str):
+    """Class decorator: make a Task available to recipes as `task.kind: name`."""
+
+    def wrap(cls: type[Task]) -> type[Task]:
+        cls.name = name
+        TASKS[name] = cls
+        return cls
+
+    return wrap
+
+
+def make_task(config, seed: int = 0) -> Task:
+    return TASKS[config.kind](config, seed)
+
+
+from th1nker.tasks import prefix_parity  # noqa: E402,F401  (registers the built-in tasks)
+from th1nker.tasks import addition, maze, text_qa  # noqa: E402,F401
+
+__all__ = ["IGNORE", "Batch", "Task", "TaskSpec", "TASKS", "register_task", "make_task"]

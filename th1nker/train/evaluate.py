@@ -1,0 +1,166 @@
+"""Evaluation over thinking steps: exact-match accuracy per difficulty per number of steps."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from th1nker.errors import CheckpointError
+from th1nker.model import Th1nker
+from th1nker.recipe import load_recipe
+from th1nker.schedule import make_schedule
+from th1nker.tasks import make_task
+from th1nker.train.checkpoint import find_checkpoint, load_state, load_weights
+
+EVAL_SEED = 1234  # initial latents at evaluation: fixed, so evaluations are repeatable
+
+
+@torch.no_grad()
+def accuracy_by_steps(model: Th1nker, task, difficulties: list[int], steps: list[int],
+                      batch_size: int = 256) -> dict:
+    """{"accuracy": {difficulty: {steps: acc}}, "halting": ...} from one unroll per eval batch."""
+    model.eval()
+    device = next(model.parameters()).device
+    wanted, horizon = set(steps), max(steps)
+    accuracy, halting = {}, {}
+    for d in difficulties:
+        full = task.eval_batch(d)
+        correct = dict.fromkeys(steps, 0)
+        halted_steps = []
+        for lo in range(0, len(full), batch_size):
+            batch = _slice(full, lo, lo + batch_size).to(device)
+            g = torch.Generator().manual_seed(EVAL_SEED + lo)
+            schedule = make_schedule(model.recipe.schedule, model, g)
+            thought = model.start(batch, g)
+            halt_at = torch.full((len(batch),), horizon, device=device)
+            for s in range(1, horizon + 1):
+                was = thought.halted.clone()
+                if not bool(was.all()):
+                    thought = model.step(thought, schedule)
+                halt_at = torch.where(thought.halted & ~was, torch.full_like(halt_at, s), halt_at)
+                if s in wanted:
+                    pred = model.prediction(thought)
+                    if pred is not None:
+                        correct[s] += int(task.score(pred, batch).sum())
+            halted_steps.append(halt_at.float())
+        accuracy[str(d)] = {str(s): correct[s] / len(full) for s in steps}
+        if model.recipe.schedule.kind in ("probe", "policy"):
+            h = torch.cat(halted_steps)
+            halting[str(d)] = {"mean_steps": float(h.mean()), "halted": float((h < horizon).float().mean())}
+    result = {"accuracy": accuracy, "steps": steps}
+    if halting:
+        result["halting"] = halting
+    return result
+
+
+def _slice(batch, lo: int, hi: int):
+    from dataclasses import replace
+
+    return replace(batch, inputs={k: v[lo:hi] for k, v in batch.inputs.items()}, target=batch.target[lo:hi],
+                   masks={k: v[lo:hi] for k, v in batch.masks.items()})
+
+
+def print_accuracy(result: dict, console: Console, title: str = "exact-match accuracy") -> None:
+    acc = result["accuracy"]
+    steps = [str(s) for s in result["steps"]]
+    table = Table(title=f"{title} (rows: difficulty, columns: thinking steps)")
+    table.add_column("difficulty", style="bold")
+    for s in steps:
+        table.add_column(s, justify="right")
+    for d, row in acc.items():
+        best = max(row.values())
+        table.add_row(d, *[f"[green]{row[s]:.3f}[/green]" if row[s] == best and best > 0 else f"{row[s]:.3f}" for s in steps])
+    console.print(table)
+    for d, h in result.get("halting", {}).items():
+        console.print(f"difficulty {d}: probe halts after {h['mean_steps']:.1f} steps on average, {h['halted']:.0%} halted")
+
+
+def plot_accuracy(result: dict, path: Path, train_steps: int | None = None) -> None:
+    """eval.png: accuracy against thinking steps, one line per difficulty."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from th1nker.io import atomic_write
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for d, row in result["accuracy"].items():
+        xs = [int(s) for s in row]
+        ax.plot(xs, list(row.values()), marker="o", label=f"difficulty {d}")
+    if train_steps:
+        ax.axvline(train_steps, color="grey", linestyle="--", linewidth=1, label="trained steps")
+    ax.set_xlabel("thinking steps")
+    ax.set_ylabel("exact-match accuracy")
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    atomic_write(Path(path), lambda tmp: fig.savefig(tmp, format="png", dpi=110))
+    plt.close(fig)
+
+
+def load_model(recipe_path: Path, checkpoint: Path | None, overrides: list[str], use_ema: bool = True):
+    """(recipe, task, model) with the checkpoint's weights (its EMA when it kept one)."""
+    recipe = load_recipe(recipe_path, overrides)
+    task = make_task(recipe.task, recipe.seed)
+    model = Th1nker(recipe, task.spec)
+    if checkpoint is not None:
+        ckpt = find_checkpoint(checkpoint)
+        state = load_state(ckpt)
+        weights = ckpt / ("ema.safetensors" if use_ema and (ckpt / "ema.safetensors").exists() else "model.safetensors")
+        if weights.name == "ema.safetensors":
+            from torch.optim.swa_utils import AveragedModel
+
+            holder = AveragedModel(model, use_buffers=True)
+            load_weights(holder, weights, state, recipe.model_dump(mode="json"))
+            model = holder.module
+        else:
+            load_weights(model, weights, state, recipe.model_dump(mode="json"))
+    model.eval()
+    return recipe, task, model
+
+
+def evaluate_checkpoint(recipe_path: Path, checkpoint: Path, overrides: list[str], steps: list[int] | None) -> dict:
+    recipe, task, model = load_model(recipe_path, checkpoint, overrides)
+    return accuracy_by_steps(model, task, recipe.task.eval, steps or recipe.eval.steps, recipe.eval.batch_size)
+
+
+@torch.no_grad()
+def think_one(recipe_path: Path, checkpoint: Path | None, text: str, steps: int | None, trace: bool,
+              overrides: list[str], console: Console) -> dict:
+    """Think on one example, printing the trace and the prediction after each step."""
+    if checkpoint is None:
+        raise CheckpointError("think needs --checkpoint: a run folder from `th1nker train` (untrained weights answer at random)")
+    recipe, task, model = load_model(recipe_path, checkpoint, overrides)
+    batch = task.encode(text)
+    steps = steps or recipe.schedule.steps
+    g = torch.Generator().manual_seed(EVAL_SEED)
+    schedule = make_schedule(recipe.schedule, model, g)
+    thought = model.start(batch, g)
+    first_right, rows = None, []
+    for s in range(1, steps + 1):
+        n_trace = len(thought.trace)
+        thought = model.step(thought, schedule)
+        pred = model.prediction(thought)
+        right = bool(task.score(pred, batch).all()) if pred is not None and (batch.target >= 0).any() else None
+        if right and first_right is None:
+            first_right = s
+        rows.append((s, " -> ".join(thought.trace[n_trace:]), task.decode(pred[0]) if pred is not None else "", right))
+        if bool(thought.halted.all()):
+            break
+    if trace:
+        table = Table(title=f"thinking on {text!r}")
+        for col in ("step", "blocks", "prediction", "right"):
+            table.add_column(col)
+        for s, blocks, p, right in rows:
+            table.add_row(str(s), blocks, p, "" if right is None else ("[green]yes" if right else "[red]no"))
+        console.print(table)
+    answer = rows[-1][2] if rows else ""
+    console.print(f"answer after {rows[-1][0] if rows else 0} steps: [bold]{answer}[/bold]")
+    if first_right is not None:
+        console.print(f"first right at step {first_right}")
+    return {"answer": answer, "first_right": first_right, "steps": len(rows)}

@@ -1,0 +1,41 @@
+"""Optimiser, learning-rate schedule (linear warm-up, cosine decay) and EMA of weights."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from th1nker.recipe import OptimizerConfig
+
+
+def build_optimizer(model: nn.Module, cfg: OptimizerConfig) -> torch.optim.Optimizer:
+    """AdamW; no weight decay on norms, biases and embeddings (1-D or embedding weights)."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (decay if p.dim() >= 2 and "embed" not in name else no_decay).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas)
+
+
+def lr_factor(update: int, warmup: int, total: int, floor: float) -> float:
+    """Multiplier of the base lr at `update`: linear warm-up, then cosine down to `floor`."""
+    if update < warmup:
+        return (update + 1) / warmup
+    progress = min(1.0, (update - warmup) / max(1, total - warmup))
+    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def build_scheduler(opt: torch.optim.Optimizer, cfg: OptimizerConfig, total: int):
+    return torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda u: lr_factor(u, cfg.warmup, total, cfg.min_lr_ratio))
+
+
+def build_ema(model: nn.Module, decay: float | None) -> AveragedModel | None:
+    """An exponential moving average of the weights (what evaluation uses), or None."""
+    if decay is None:
+        return None
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)

@@ -1,0 +1,88 @@
+"""`th1nker train`: a run folder, an MLflow run, training with a progress bar, final evaluation."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from th1nker.errors import CheckpointError
+from th1nker.graph import BlockGraph
+from th1nker.io import atomic_write_json, atomic_write_text
+from th1nker.recipe import dump_recipe, load_recipe
+from th1nker.tasks import make_task
+from th1nker.train.evaluate import accuracy_by_steps, plot_accuracy, print_accuracy
+from th1nker.train.loop import Trainer
+from th1nker.train.tracking import Tracker, git_commit
+
+
+def run_folder(name: str, out: Path | None, resume: bool) -> Path:
+    """--out, or runs/<name>/<timestamp>; with --resume and no --out, the newest run of that name."""
+    if out is not None:
+        return Path(out)
+    root = Path("runs") / name
+    if resume:
+        runs = sorted(p for p in root.glob("*") if (p / "checkpoints" / "latest").exists())
+        if not runs:
+            raise CheckpointError(f"--resume: no earlier run of '{name}' with a checkpoint under {root}/; pass --out")
+        return runs[-1]
+    return root / time.strftime("%Y%m%d-%H%M%S")
+
+
+def train_recipe(recipe_path: Path, overrides: list[str], out: Path | None, resume: bool,
+                 console: Console | None = None) -> dict:
+    console = console or Console()
+    recipe = load_recipe(recipe_path, overrides)
+    run_dir = run_folder(recipe.name, out, resume)
+    has_ckpt = (run_dir / "checkpoints" / "latest").exists()
+    if resume and not has_ckpt:
+        raise CheckpointError(f"--resume: {run_dir} has no checkpoint yet; drop --resume to start a new run")
+    if has_ckpt and not resume:
+        raise CheckpointError(f"{run_dir} already holds a run; add --resume to continue it or pick another --out")
+    task = make_task(recipe.task, recipe.seed)
+    trainer = Trainer(recipe, task)
+    state = trainer.load(run_dir) if resume else {}
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    dump_recipe(recipe, run_dir / "recipe.yaml")
+    graph = BlockGraph(recipe)
+    atomic_write_text(run_dir / "graph.mmd", graph.to_mermaid() + "\n")
+    graph.draw(run_dir / "graph.png")
+
+    tracker = Tracker(recipe.tracking.enabled, recipe.tracking.uri, recipe.tracking.experiment)
+    tags = {"git_commit": git_commit(), "recipe": str(recipe_path), "run_dir": str(run_dir),
+            "dvc_exp": os.environ.get("DVC_EXP_NAME")}
+    tracker.start(f"{recipe.name}-{run_dir.name}", recipe.model_dump(mode="json"), tags, state.get("mlflow_run_id"))
+    n_params = sum(p.numel() for p in trainer.model.parameters())
+    console.print(f"[bold]{recipe.name}[/bold]: {n_params:,} parameters on {trainer.device}, "
+                  f"{recipe.schedule.steps} steps of {recipe.schedule.step}, tbptt {recipe.train.tbptt.mode}; "
+                  f"run folder {run_dir}" + (f", resuming at update {trainer.update}" if resume else ""))
+    columns = (TextColumn("[bold blue]{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("loss {task.fields[loss]:.4f}"), TimeElapsedColumn(), TimeRemainingColumn())
+    try:
+        with Progress(*columns, console=console, transient=False, disable=not console.is_terminal and os.environ.get("CI") == "true") as progress:
+            summary = trainer.fit(run_dir, tracker, progress, {"mlflow_run_id": tracker.run_id})
+    except BaseException:
+        tracker.end("KILLED")
+        raise
+
+    console.print(f"trained {summary['updates']} updates in {summary['minutes']:.1f} min "
+                  f"({summary['skipped_updates']} skipped); evaluating {recipe.task.eval} at steps {recipe.eval.steps}")
+    result = accuracy_by_steps(trainer.eval_model, task, recipe.task.eval, recipe.eval.steps, recipe.eval.batch_size)
+    result["train"] = summary
+    atomic_write_json(run_dir / "metrics.json", result)
+    plot_accuracy(result, run_dir / "eval.png", recipe.schedule.steps)
+    print_accuracy(result, console)
+    for d, row in result["accuracy"].items():
+        for s, acc in row.items():
+            tracker.metrics({f"eval_accuracy_d{d}": acc}, step=int(s))
+    for path in ("recipe.yaml", "metrics.json", "eval.png", "graph.png", "graph.mmd"):
+        tracker.artifact(run_dir / path)
+    latest = run_dir / "checkpoints" / (run_dir / "checkpoints" / "latest").read_text().strip()
+    tracker.artifact(latest, "checkpoint")
+    tracker.end()
+    console.print(f"run folder: {run_dir}" + (f"; MLflow run {tracker.run_id} at {tracker.uri}" if tracker.run_id else ""))
+    return result
