@@ -91,8 +91,18 @@ def graph(recipe: Path, out: Optional[Path] = typer.Option(None, help="write the
 @user_errors
 def train(recipe: Path, set_: Optional[list[str]] = SetOpt,
           out: Optional[Path] = typer.Option(None, help="run directory (default runs/<name>/<timestamp>)"),
-          resume: bool = typer.Option(False, help="continue from the last checkpoint in --out")):
+          resume: bool = typer.Option(False, help="continue from the last checkpoint in --out"),
+          nproc: Optional[int] = typer.Option(None, min=1, help="train data-parallel on N local processes "
+                                              "(runs torchrun; for several machines call torchrun yourself)")):
     """Train a recipe; writes recipe.yaml, checkpoints/, metrics.json and eval.png into the run directory."""
+    if nproc is not None:
+        from th1nker.recipe import load_recipe
+        from th1nker.train.distributed import launch, local_batch_size
+
+        local_batch_size(load_recipe(recipe, set_).train.batch_size, nproc)  # report a bad split once, here
+        args = ["train", str(recipe), *(a for s in set_ or [] for a in ("--set", s))]
+        args += (["--out", str(out)] if out else []) + (["--resume"] if resume else [])
+        raise typer.Exit(launch(nproc, args))
     from th1nker.train.run import train_recipe
 
     train_recipe(recipe, set_ or [], out, resume)
@@ -140,13 +150,26 @@ def _parse_steps(text: str | None) -> list[int] | None:
     return steps
 
 
+# Commands that live beside their feature: a module with `register(app)` adds commands, a module with
+# a typer `app` becomes a command group named after the second field.
+EXTENSIONS = (("th1nker.cli_tokenizer", "tokenizer"), ("th1nker.cli_memory", "memory"), ("th1nker.rl.cli", None),
+              ("th1nker.cli_data", None))
+
+
 def _mount_optional_apps() -> None:
-    for module, name in (("th1nker.cli_tokenizer", "tokenizer"),):
+    import importlib
+
+    for module_name, group in EXTENSIONS:
         try:
-            sub = __import__(module, fromlist=["app"]).app
-        except ImportError:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as e:
+            if e.name != module_name:
+                raise
             continue
-        app.add_typer(sub, name=name)
+        if hasattr(module, "register"):
+            module.register(app, user_errors)
+        else:
+            app.add_typer(module.app, name=group)
 
 
 _mount_optional_apps()
