@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 from torch import nn
 
 from th1nker.blocks.base import Block, BuildContext
@@ -58,11 +58,21 @@ class InputRead(ReadLayer):
 
     modality: str = ""
 
-    def source(self, thought: Thought) -> Source:
+    class Config(ReadLayer.Config):
+        stream: int | None = Field(None, gt=0, description="read this many input tokens per step (step t: tokens "
+                                   "t*stream onwards), nothing once all are read; null = the whole input every step")
+
+    def source(self, thought: Thought) -> Source | None:
         if self.modality not in thought.inputs:
             raise DataError(f"block '{self.name}' reads '{self.modality}' but the batch has only "
                             f"{sorted(thought.inputs)}; give the task a {self.modality} input")
-        return thought.inputs[self.modality]
+        src, n = thought.inputs[self.modality], self.config.stream
+        if n is None:
+            return src
+        lo = thought.step * n
+        if lo >= src.tokens.shape[1]:
+            return None
+        return Source(src.tokens[:, lo:lo + n], None if src.mask is None else src.mask[:, lo:lo + n])
 
 
 @register("read_text")
@@ -70,6 +80,33 @@ class TextRead(InputRead):
     """Reads the encoded text input (re-read at every step)."""
 
     modality = "text"
+
+
+@register("read_image")
+class ImageRead(InputRead):
+    """Reads the encoded image: CLS and every patch token, or CLS alone."""
+
+    modality = "image"
+
+    class Config(InputRead.Config):
+        tokens: Literal["all", "cls"] = Field("all", description="all: CLS then every patch token; cls: CLS alone")
+
+        @model_validator(mode="after")
+        def _cls_is_one_token(self):
+            if self.tokens == "cls" and self.stream is not None:
+                raise ValueError("tokens: cls reads one token; stream needs tokens: all")
+            return self
+
+    def source(self, thought: Thought) -> Source | None:
+        src = super().source(thought)
+        return src if self.config.tokens == "all" else Source(src.tokens[:, :1])
+
+
+@register("read_audio")
+class AudioRead(InputRead):
+    """Reads the encoded audio tokens (12.5 Hz), padding masked out."""
+
+    modality = "audio"
 
 
 @register("read_latent")

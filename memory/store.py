@@ -7,16 +7,24 @@ from torch import Tensor
 
 
 class LatentStore:
-    """Step latents of one run. Gradients flow through the last `grad_steps` entries; older
-    entries are detached, and at most `capacity` entries are kept (None = unbounded)."""
+    """Step latents of one run, each tagged with the step that wrote it.
+
+    Reads backpropagate into the steps that wrote the last `grad_steps` entries (None = all); older
+    entries are detached, so a long run holds the graph of K steps only. At most `capacity` entries
+    are kept, oldest dropped first (None = unbounded, 0 = keep nothing). One store serves one run of a
+    batch: `Th1nker.start` makes a fresh one, `reset` empties it.
+    """
 
     def __init__(self, capacity: int | None = None, grad_steps: int | None = None):
+        if capacity is not None and capacity < 0 or grad_steps is not None and grad_steps < 0:
+            raise ValueError(f"capacity and grad_steps must be >= 0 or None, got {capacity}, {grad_steps}")
         self.capacity = capacity
         self.grad_steps = grad_steps
         self.entries: list[Tensor] = []
         self.steps: list[int] = []
 
     def append(self, latent: Tensor, step: int) -> None:
+        """Store the (B, L, D) latent written at `step`."""
         self.entries.append(latent)
         self.steps.append(step)
         if self.capacity is not None and len(self.entries) > self.capacity:
@@ -26,11 +34,16 @@ class LatentStore:
             self.entries[i] = self.entries[i].detach()
 
     def tokens(self) -> Tensor | None:
-        """All stored latents as one (B, entries * L, D) sequence, or None when empty."""
+        """All stored latents as one (B, entries * L, D) sequence, oldest first, or None when empty."""
         return torch.cat(self.entries, dim=1) if self.entries else None
 
     def detach(self) -> None:
+        """Stop gradients into every entry (a truncated-backprop window boundary)."""
         self.entries = [e.detach() for e in self.entries]
+
+    def reset(self) -> None:
+        """Forget everything: a new sample starts with an empty store."""
+        self.entries, self.steps = [], []
 
     def __len__(self) -> int:
         return len(self.entries)

@@ -131,11 +131,12 @@ def think(recipe: Path, checkpoint: Optional[Path] = typer.Option(None, help="ru
           input_: str = typer.Option(..., "--input", help="the example, as the task writes it (e.g. 0110)"),
           steps: Optional[int] = typer.Option(None, help="thinking steps (default: the recipe's)"),
           trace: bool = typer.Option(False, help="print the blocks run and the prediction after each step"),
+          speak: Optional[Path] = typer.Option(None, help="write the spoken answer to this wav (output_speech)"),
           set_: Optional[list[str]] = SetOpt):
     """Run the model on one example and show how its answer develops."""
     from th1nker.train.evaluate import think_one
 
-    think_one(recipe, checkpoint, input_, steps, trace, set_ or [], console)
+    think_one(recipe, checkpoint, input_, steps, trace, set_ or [], console, speak=speak)
 
 
 def _parse_steps(text: str | None) -> list[int] | None:
@@ -153,7 +154,7 @@ def _parse_steps(text: str | None) -> list[int] | None:
 # Commands that live beside their feature: a module with `register(app)` adds commands, a module with
 # a typer `app` becomes a command group named after the second field.
 EXTENSIONS = (("th1nker.cli_tokenizer", "tokenizer"), ("th1nker.cli_memory", "memory"), ("th1nker.rl.cli", None),
-              ("th1nker.cli_data", None))
+              ("th1nker.cli_data", None), ("th1nker.cli_speech", None))
 
 
 def _mount_optional_apps() -> None:

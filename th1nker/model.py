@@ -8,6 +8,8 @@ import torch
 from torch import Tensor, nn
 
 from th1nker.blocks.base import BuildContext
+from th1nker.encoders import build_encoders
+from th1nker.errors import RecipeError
 from th1nker.graph import BlockGraph
 from th1nker.memory import LatentStore
 from th1nker.recipe import Recipe
@@ -15,17 +17,6 @@ from th1nker.registry import block_class
 from th1nker.schedule import Schedule, make_schedule
 from th1nker.tasks.base import Batch, TaskSpec
 from th1nker.thought import Source, Thought
-
-
-class TextEncoder(nn.Module):
-    """Token ids -> (B, S, D) embeddings (encoded once per sample, re-read at every step)."""
-
-    def __init__(self, vocab: int, dim: int):
-        super().__init__()
-        self.embed = nn.Embedding(vocab, dim)
-
-    def forward(self, ids: Tensor, mask: Tensor | None, grid) -> Source:
-        return Source(self.embed(ids), mask, grid)
 
 
 class Th1nker(nn.Module):
@@ -42,11 +33,15 @@ class Th1nker(nn.Module):
         m = recipe.model
         self.dim = m.dim
         slots = m.latent.slots if isinstance(m.latent.slots, int) else None
-        self.encoders = nn.ModuleDict({"text": TextEncoder(spec.vocab, m.dim)})
+        self.encoders = build_encoders(m, spec.vocab)
         self.blocks = nn.ModuleDict({
             name: block_class(cfg.kind)(cfg, BuildContext(name, m.dim, spec, self.graph.actions, slots))
             for name, cfg in m.blocks.items()
         })
+        for name, block in self.blocks.items():
+            needs = getattr(block, "modality", None)
+            if needs and needs not in self.encoders:
+                raise RecipeError(f"model.blocks.{name} reads '{needs}': declare model.encoders.{needs}")
         if m.latent.init == "learned":
             self.latent0 = nn.Parameter(torch.randn(slots or 1, m.dim) * m.latent.scale)
 
@@ -67,7 +62,7 @@ class Th1nker(nn.Module):
 
     def start(self, batch: Batch, generator: torch.Generator | None = None,
               store: LatentStore | None = None) -> Thought:
-        """Encode the inputs and draw the initial latent."""
+        """Encode the inputs and draw the initial latent; a batch's "memory" input is its long-term memory."""
         inputs = self.encode(batch)
         slots = self.recipe.model.latent.slots
         length = next(iter(inputs.values())).tokens.shape[1] if slots == "input" else slots
@@ -75,8 +70,9 @@ class Th1nker(nn.Module):
         latent = self.init_latent(len(batch), length, device, generator)
         grid = batch.grid if slots == "input" else None
         if store is None:  # keep step latents only when some block reads them
-            store = LatentStore() if self.reads_store else LatentStore(capacity=0)
-        return Thought(latent, inputs, store, grid=grid)
+            mem = self.recipe.model.memory
+            store = LatentStore(mem.capacity, mem.grad_steps) if self.reads_store else LatentStore(capacity=0)
+        return Thought(latent, inputs, store, longterm=batch.inputs.get("memory"), grid=grid)
 
     def run_block(self, name: str, thought: Thought, rows: Tensor | None = None) -> Thought:
         """Run one block; with `rows` (B,) bool only those examples are updated and charged."""

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
 from th1nker.errors import RecipeError
 
@@ -36,7 +36,11 @@ class TaskConfig(Strict):
     train: tuple[int, int] = Field((8, 24), description="inclusive difficulty range sampled in training")
     eval: list[int] = Field([16, 48], description="difficulties evaluated, one fixed set each")
     eval_examples: int = Field(256, gt=0, description="examples per evaluated difficulty")
-    path: str | None = Field(None, description="data file for file-based tasks (text_qa)")
+    path: str | None = Field(None, description="data file for file-based tasks (text_qa, text_lm, image_qa, audio_qa)")
+    tokenizer: str | None = Field(None, description="sentencepiece .model for the task's text; null = the task's "
+                                  "default (characters; text_lm: a BPE tokenizer trained on its corpus)")
+    image_size: int = Field(32, gt=0, description="image tasks: images are drawn at / resized to this square size "
+                            "(= model.encoders.image.image_size)")
 
     @field_validator("kind")
     @classmethod
@@ -55,9 +59,59 @@ class LatentConfig(Strict):
     noise: float = Field(0.0, ge=0, description="std of Gaussian noise added to the latent at each training step")
 
 
+class MemoryConfig(Strict):
+    capacity: int | None = Field(None, ge=0, description="medium-term store: most step latents kept (null = all)")
+    grad_steps: int | None = Field(None, ge=0, description="reads backpropagate into the last K steps' latents; older ones are detached (null = all)")
+
+
+class EncoderSizes(Strict):
+    """Sizes shared by the image and audio encoders."""
+
+    dim: int = Field(64, gt=0, description="encoder width, projected to model.dim")
+    layers: int = Field(2, gt=0, description="transformer layers")
+    heads: int = Field(4, gt=0, description="attention heads; divide dim")
+    hidden: int = Field(128, gt=0, description="feed-forward width")
+
+    @model_validator(mode="after")
+    def _heads_divide_dim(self):
+        if self.dim % self.heads:
+            raise ValueError(f"heads {self.heads} must divide dim {self.dim}")
+        return self
+
+
+class ImageEncoderConfig(EncoderSizes):
+    """A ViT over image patches (CLS first), projected to the model width."""
+
+    kind: Literal["vit"] = Field("vit", description="encoder kind")
+    image_size: int = Field(32, gt=0, description="square input size in pixels (= task.image_size)")
+    patch: int = Field(8, gt=0, description="patch side in pixels; divides image_size")
+
+    @model_validator(mode="after")
+    def _patch_divides_size(self):
+        if self.image_size % self.patch:
+            raise ValueError(f"patch {self.patch} must divide image_size {self.image_size}")
+        return self
+
+
+class AudioEncoderConfig(EncoderSizes):
+    """16 kHz waveforms -> log-mel (100 Hz) -> three stride-2 convolutions (12.5 Hz) -> transformer -> model width."""
+
+    kind: Literal["audio"] = Field("audio", description="encoder kind")
+    n_mels: int = Field(80, gt=0, description="mel bands")
+
+
+class EncodersConfig(Strict):
+    """Encoders of the non-text inputs, run once per sample; text is always embedded."""
+
+    image: ImageEncoderConfig | None = Field(None, description="encodes batch.inputs['image'] (B, 3, H, W)")
+    audio: AudioEncoderConfig | None = Field(None, description="encodes batch.inputs['audio'] (B, T) 16 kHz waveforms")
+
+
 class ModelConfig(Strict):
     dim: int = Field(64, gt=0, description="latent width")
     latent: LatentConfig = LatentConfig()
+    memory: MemoryConfig = MemoryConfig()
+    encoders: EncodersConfig = EncodersConfig()
     blocks: dict[str, BlockConfig] = Field(description="instance name -> block config; one name = one set of weights")
 
 
@@ -92,10 +146,20 @@ class OptimizerConfig(Strict):
     min_lr_ratio: float = Field(0.1, ge=0, le=1, description="cosine decay floor as a fraction of lr")
 
 
+class DistributedConfig(Strict):
+    """Training on several processes under torchrun (`th1nker train --nproc N`); one process ignores it."""
+
+    strategy: Literal["ddp", "fsdp"] = Field(
+        "ddp", description="ddp: every rank holds the model, gradients are averaged; "
+        "fsdp: FSDP2 shards parameters, gradients and optimizer state (large models)")
+    backend: Literal["auto", "gloo", "nccl"] = Field(
+        "auto", description="process-group backend; auto = nccl on CUDA, gloo on CPU")
+
+
 class TrainConfig(Strict):
     tbptt: TBPTTConfig = TBPTTConfig()
     optimizer: OptimizerConfig = OptimizerConfig()
-    batch_size: int = Field(64, gt=0)
+    batch_size: int = Field(64, gt=0, description="global batch: under torchrun each rank takes batch_size / ranks")
     accumulate: int = Field(1, gt=0, description="micro-batches per optimiser update")
     max_updates: int = Field(1000, gt=0)
     max_minutes: float | None = Field(None, gt=0, description="stop after this wall time (cosine decays over it)")
@@ -106,17 +170,39 @@ class TrainConfig(Strict):
     log_every: int = Field(25, gt=0)
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N")
     aux_loss_weight: float = Field(0.01, ge=0, description="weight of auxiliary losses (MoE balance)")
+    distributed: DistributedConfig = DistributedConfig()
 
 
 class EvalConfig(Strict):
     steps: list[int] = Field([5, 10, 20, 40, 80], description="thinking steps evaluated")
     batch_size: int = Field(256, gt=0)
+    ablate: list[str] = Field([], description="inputs replaced by zeros at evaluation (ablation), e.g. [image]")
 
 
 class TrackingConfig(Strict):
     enabled: bool = True
     uri: str | None = Field(None, description="MLflow tracking URI; default $MLFLOW_TRACKING_URI or sqlite:///mlflow.db")
     experiment: str = "th1nker"
+
+
+class RLConfig(Strict):
+    """RL over block choices (`th1nker rl`): trains the probe that `schedule.probe` names."""
+
+    algorithm: Literal["reinforce"] = Field("reinforce", description="policy gradient: REINFORCE with a batch-mean baseline")
+    updates: int = Field(300, gt=0, description="policy updates")
+    episodes: int = Field(64, gt=1, description="episodes per update, run as one batch of one difficulty")
+    lr: float = Field(3e-3, gt=0, description="learning rate of the probe (Adam)")
+    reward: Literal["linear", "blockdrop", "ratio"] = Field(
+        "blockdrop", description="with c = compute / the fixed schedule's compute: linear = correct - lam * c; "
+        "blockdrop = 1 - c^2 if correct else -penalty; ratio = correct / c")
+    lam: float = Field(0.5, ge=0, description="linear reward: price of one fixed schedule's worth of compute")
+    penalty: float = Field(1.0, ge=0, description="blockdrop reward: what a wrong answer costs (BlockDrop's gamma)")
+    max_blocks: int | None = Field(None, gt=0, description="episodes are truncated after this many blocks "
+                                   "(default schedule.steps * schedule.max_len); also after schedule.steps steps")
+    entropy: float = Field(0.01, ge=0, description="weight of the policy's entropy bonus")
+    alternate_every: int | None = Field(None, gt=0, description="N RL updates, then N supervised updates, and so on; null = RL only")
+    supervised_schedule: Literal["fixed", "random"] = Field("fixed", description="schedule of the supervised updates")
+    log_every: int = Field(10, gt=0, description="updates between MLflow logs")
 
 
 class Recipe(Strict):
@@ -132,6 +218,7 @@ class Recipe(Strict):
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
     tracking: TrackingConfig = TrackingConfig()
+    rl: RLConfig | None = None
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)

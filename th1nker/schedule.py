@@ -76,12 +76,14 @@ class PolicySchedule(Schedule):
     """Each example's next block is chosen by `policy(thought, mask)`; a step ends at an end block.
 
     Examples that chose different blocks run them as masked updates of the batch, so one batch can
-    follow many paths. Choosing halt (index len(actions)) stops that example for good.
+    follow many paths. Choosing halt (index len(actions)) stops that example for good. Each decision
+    charges `decision_cost` to the examples still deciding (not to those waiting or halted).
     """
 
-    def __init__(self, policy: Policy, max_len: int):
+    def __init__(self, policy: Policy, max_len: int, decision_cost: float = 0.0):
         self.policy = policy
         self.max_len = max_len
+        self.decision_cost = decision_cost
 
     def run_step(self, model, thought):
         graph = model.graph
@@ -101,6 +103,7 @@ class PolicySchedule(Schedule):
             if bool(done.all()):
                 break
             choice = self.policy(thought, mask)
+            thought.cost = thought.cost + self.decision_cost * ~done
             choice = torch.where(done, torch.full_like(choice, -1), choice)
             halting = choice == n_actions
             thought.halted |= halting
@@ -121,12 +124,11 @@ class PolicySchedule(Schedule):
 
 def probe_policy(model: "Th1nker", probe: str, greedy: bool = True,
                  generator: torch.Generator | None = None) -> Policy:
-    """A policy that asks the model's probe block, masked by the graph."""
+    """A policy that asks the model's probe block, masked by the graph (its cost is charged by the schedule)."""
 
     def choose(thought: Thought, mask: Tensor) -> Tensor:
         block = model.blocks[probe]
         logits = block.logits(thought.latent).masked_fill(~mask.to(thought.latent.device), float("-inf"))
-        thought.cost += block.cost
         if greedy:
             return logits.argmax(-1)
         return torch.multinomial(logits.softmax(-1).float().cpu(), 1, generator=generator).squeeze(1).to(logits.device)
@@ -142,7 +144,8 @@ def make_schedule(config: ScheduleConfig, model: "Th1nker", generator: torch.Gen
     if config.kind == "random":
         return RandomSchedule(config.min_len, config.max_len, generator)
     if config.kind == "probe":
-        return PolicySchedule(probe_policy(model, config.probe, config.greedy, generator), config.max_len)
+        return PolicySchedule(probe_policy(model, config.probe, config.greedy, generator), config.max_len,
+                              model.blocks[config.probe].cost)
     if policy is None:
         raise ValueError("schedule kind 'policy' needs a policy callable: make_schedule(..., policy=fn)")
     return PolicySchedule(policy, config.max_len)

@@ -22,5 +22,8 @@ def make_task(config, seed: int = 0) -> Task:
 
 from th1nker.tasks import prefix_parity  # noqa: E402,F401  (registers the built-in tasks)
 from th1nker.tasks import addition, maze, text_qa  # noqa: E402,F401
+from th1nker.tasks import delayed_recall, kv_facts  # noqa: E402,F401
+from th1nker.tasks import speak  # noqa: E402,F401
+from th1nker.tasks import media_files, omni_qa, scenes, sounds, text_lm  # noqa: E402,F401
 
 __all__ = ["IGNORE", "Batch", "Task", "TaskSpec", "TASKS", "register_task", "make_task"]

@@ -48,6 +48,7 @@ class Task(ABC):
 
     name: str = ""
     spec: TaskSpec
+    tokenizer = None  # the sentencepiece Tokenizer of the task's text, if any (kept with checkpoints)
 
     def __init__(self, config, seed: int = 0):
         self.config = config

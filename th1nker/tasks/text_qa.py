@@ -1,9 +1,10 @@
-"""Question answering from a text file of `question? answer.` pairs, character tokens.
+"""Question answering from a text file of `question? answer.` pairs, as characters or sentencepiece pieces.
 
 The file (task.path, relative to the current directory; default: the bundled data/qa.txt) holds pairs
 one or several per line. Input = the question's characters ('?' included); target = the answer's
 characters then END at positions 0..len(answer), IGNORE after. Difficulty selects the split, fixed
-by the seed: 0 = train (90%), 1 = held-out (10%). Training always uses split 0.
+by the seed: 0 = train (90%), 1 = held-out (10%). Training always uses split 0. With task.tokenizer (a
+sentencepiece .model) the text is tokenized into pieces and END is the tokenizer's eos id.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from torch import Tensor
 from th1nker.errors import DataError
 from th1nker.tasks import register_task
 from th1nker.tasks.base import IGNORE, Batch, Task, TaskSpec
+from th1nker.tasks.vocab import PieceVocab, load_tokenizer
 
 DEFAULT_PATH = Path(__file__).parent / "data" / "qa.txt"
 PAIR = re.compile(r"([^?\n]*\?)\s*([^?\n]*?)\.(?=\s|$)")
@@ -80,12 +82,14 @@ class TextQA(Task):
     def __init__(self, config, seed: int = 0):
         super().__init__(config, seed)
         self.path, self.pairs = load_pairs(getattr(config, "path", None))
-        self.vocab = CharVocab("".join(q + a for q, a in self.pairs))
+        tokenizer = getattr(config, "tokenizer", None)  # a stand-in config may lack the field
+        self.tokenizer = load_tokenizer(tokenizer) if tokenizer else None
+        self.vocab = PieceVocab(self.tokenizer) if tokenizer else CharVocab("".join(q + a for q, a in self.pairs))
         self.spec = TaskSpec(vocab=len(self.vocab), classes=len(self.vocab))
         order = torch.randperm(len(self.pairs), generator=torch.Generator().manual_seed(seed)).tolist()
         held = max(1, len(order) // 10) if len(order) > 1 else 0
         self.splits = {TRAIN: order[held:], HELD_OUT: order[:held]}
-        self.max_answer = max(len(a) for _, a in self.pairs)
+        self.max_answer = max(len(self.vocab.encode(a)) for _, a in self.pairs)
         bad = [d for d in config.eval if d not in self.splits]
         if bad:
             raise DataError(f"task.eval {list(config.eval)}: text_qa difficulties select the split "
@@ -105,13 +109,13 @@ class TextQA(Task):
         reps = math.ceil(n / len(split))
         idx = torch.cat([torch.randperm(len(split), generator=generator) for _ in range(reps)])[:n].tolist()
         qs = [self.vocab.encode(self.pairs[split[i]][0]) for i in idx]
-        ans = [self.vocab.encode(self.pairs[split[i]][1]) + [CharVocab.END] for i in idx]
+        ans = [self.vocab.encode(self.pairs[split[i]][1]) + [self.vocab.END] for i in idx]
         return self._pack(qs, ans, difficulty)
 
     def _pack(self, qs: list[list[int]], ans: list[list[int] | None], difficulty: int | None,
               length: int = 0) -> Batch:
         s = max([length] + [len(q) for q in qs] + [len(a) for a in ans if a is not None])
-        x = torch.full((len(qs), s), CharVocab.PAD)
+        x = torch.full((len(qs), s), self.vocab.PAD)
         y = torch.full((len(qs), s), IGNORE)
         mask = torch.zeros(len(qs), s, dtype=torch.bool)
         for i, (q, a) in enumerate(zip(qs, ans)):
@@ -131,7 +135,7 @@ class TextQA(Task):
         pairs = parse_pairs(text)
         if len(pairs) == 1 and PAIR.fullmatch(text):
             q, a = pairs[0]
-            answer = self.vocab.encode(a) + [CharVocab.END]
+            answer = self.vocab.encode(a) + [self.vocab.END]
         else:
             q, answer = (text if text.endswith("?") else text + "?"), None
         return self._pack([self.vocab.encode(q)], [answer], None, length=self.max_answer + 1)

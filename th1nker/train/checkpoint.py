@@ -4,6 +4,8 @@ A checkpoint is a folder `checkpoints/step_NNNNNNNN/` with model.safetensors, em
 recipe keeps an EMA), trainer.safetensors (optimizer moments, RNG states) and state.json (update count,
 resolved recipe, optimizer groups, scheduler, MLflow run id). It is written into a temporary folder
 and renamed into place, then `checkpoints/latest` names it: a crash never leaves a half checkpoint.
+Under torchrun rank 0 writes full tensors (FSDP shards gathered) and every rank's generator state, so
+a checkpoint loads in one process and resumes with the same number of processes.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from safetensors.torch import load_file, save_file
 
 from th1nker.errors import CheckpointError
 from th1nker.io import atomic_write_text
+from th1nker.train import distributed
 
 KEEP = 2  # checkpoints kept per run
 
@@ -33,24 +36,31 @@ def _flat(d: dict, prefix: str = "") -> dict:
 
 def save_checkpoint(run_dir: Path, update: int, model, ema, optimizer, scheduler, generator: torch.Generator,
                     recipe_dict: dict, extra: dict) -> Path:
-    """Write a complete checkpoint atomically; returns its folder."""
+    """Write a complete checkpoint atomically; returns its folder. Under torchrun every rank calls it
+    (to gather shards and generator states) and rank 0 writes."""
+    weights = {"model": distributed.full_state_dict(model)}
+    if ema is not None:
+        weights["ema"] = distributed.full_state_dict(ema)
+    opt = distributed.full_optimizer_state(optimizer)
+    generators = distributed.generator_states(generator)
     root = Path(run_dir) / "checkpoints"
-    root.mkdir(parents=True, exist_ok=True)
     name = f"step_{update:08d}"
+    if not distributed.is_main():
+        return root / name
+    root.mkdir(parents=True, exist_ok=True)
     tmp = root / f".tmp-{name}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, tmp / "model.safetensors")
-    if ema is not None:
-        save_file({k: v.detach().contiguous().cpu() for k, v in ema.state_dict().items()}, tmp / "ema.safetensors")
-    opt = optimizer.state_dict()
+    for kind, sd in weights.items():
+        save_file({k: v.detach().contiguous().cpu() for k, v in sd.items()}, tmp / f"{kind}.safetensors")
     tensors = {f"opt.{pid}.{k}": v.contiguous().cpu() for pid, st in opt["state"].items() for k, v in st.items()}
     tensors["rng.torch"] = torch.get_rng_state()
-    tensors["rng.generator"] = generator.get_state()
+    tensors.update(generators)
     if torch.cuda.is_available():
         tensors["rng.cuda"] = torch.cuda.get_rng_state()
     save_file(tensors, tmp / "trainer.safetensors")
-    state = {"update": update, "recipe": recipe_dict, "param_groups": opt["param_groups"],
+    state = {"update": update, "world_size": distributed.world_size(), "recipe": recipe_dict,
+             "param_groups": opt["param_groups"],
              "state_keys": {str(pid): list(st) for pid, st in opt["state"].items()},
              "scheduler": scheduler.state_dict(), **extra}
     (tmp / "state.json").write_text(json.dumps(state, indent=2, default=str))
@@ -115,16 +125,21 @@ def load_weights(module: torch.nn.Module, file: Path, state: dict, recipe_dict: 
         detail = "\n  ".join(fields) if fields else "tensors differ: " + ", ".join(bad[:8])
         raise CheckpointError(f"{file}: the checkpoint does not fit this recipe:\n  {detail}\n"
                               f"use the recipe the checkpoint was trained with ({file.parent / 'state.json'})")
-    module.load_state_dict(tensors)
+    distributed.load_full_state_dict(module, tensors)
 
 
 def load_trainer_state(ckpt: Path, optimizer, scheduler, generator: torch.Generator, state: dict) -> None:
-    """Restore optimizer, scheduler and RNG states for an exact resume."""
+    """Restore optimizer, scheduler and RNG states for an exact resume (with as many processes as wrote it)."""
+    saved, world = state.get("world_size", 1), distributed.world_size()
+    if saved != world:
+        raise CheckpointError(f"{ckpt}: written by {saved} process(es) but resumed by {world}; resume with "
+                              f"th1nker train --nproc {saved} (torchrun --nproc-per-node {saved}) to continue exactly")
     tensors = _load_tensors(ckpt / "trainer.safetensors")
     opt_state = {int(pid): {k: tensors[f"opt.{pid}.{k}"] for k in keys} for pid, keys in state["state_keys"].items()}
+    opt_state = distributed.local_optimizer_state(optimizer, opt_state)
     optimizer.load_state_dict({"state": opt_state, "param_groups": state["param_groups"]})
     scheduler.load_state_dict(state["scheduler"])
     torch.set_rng_state(tensors["rng.torch"])
-    generator.set_state(tensors["rng.generator"])
+    generator.set_state(tensors[distributed.generator_key()])
     if "rng.cuda" in tensors and torch.cuda.is_available():
         torch.cuda.set_rng_state(tensors["rng.cuda"])

@@ -8,7 +8,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from th1nker.errors import CheckpointError
+from th1nker.errors import CheckpointError, DataError
 from th1nker.model import Th1nker
 from th1nker.recipe import load_recipe
 from th1nker.schedule import make_schedule
@@ -27,7 +27,7 @@ def accuracy_by_steps(model: Th1nker, task, difficulties: list[int], steps: list
     wanted, horizon = set(steps), max(steps)
     accuracy, halting = {}, {}
     for d in difficulties:
-        full = task.eval_batch(d)
+        full = zeroed(task.eval_batch(d), model.recipe.eval.ablate)
         correct = dict.fromkeys(steps, 0)
         halted_steps = []
         for lo in range(0, len(full), batch_size):
@@ -61,6 +61,16 @@ def _slice(batch, lo: int, hi: int):
 
     return replace(batch, inputs={k: v[lo:hi] for k, v in batch.inputs.items()}, target=batch.target[lo:hi],
                    masks={k: v[lo:hi] for k, v in batch.masks.items()})
+
+
+def zeroed(batch, names: list[str]):
+    """The batch with the inputs `names` replaced by zeros (eval.ablate: what does the model use?)."""
+    from dataclasses import replace
+
+    unknown = sorted(set(names) - set(batch.inputs))
+    if unknown:
+        raise DataError(f"eval.ablate: {unknown} not among this task's inputs {sorted(batch.inputs)}")
+    return replace(batch, inputs={k: torch.zeros_like(v) if k in names else v for k, v in batch.inputs.items()})
 
 
 def print_accuracy(result: dict, console: Console, title: str = "exact-match accuracy") -> None:
@@ -131,8 +141,9 @@ def evaluate_checkpoint(recipe_path: Path, checkpoint: Path, overrides: list[str
 
 @torch.no_grad()
 def think_one(recipe_path: Path, checkpoint: Path | None, text: str, steps: int | None, trace: bool,
-              overrides: list[str], console: Console) -> dict:
-    """Think on one example, printing the trace and the prediction after each step."""
+              overrides: list[str], console: Console, speak: Path | None = None) -> dict:
+    """Think on one example, printing the trace and the prediction after each step; with `speak`,
+    write the speech block's answer there as a wav."""
     if checkpoint is None:
         raise CheckpointError("think needs --checkpoint: a run folder from `th1nker train` (untrained weights answer at random)")
     recipe, task, model = load_model(recipe_path, checkpoint, overrides)
@@ -163,4 +174,10 @@ def think_one(recipe_path: Path, checkpoint: Path | None, text: str, steps: int 
     console.print(f"answer after {rows[-1][0] if rows else 0} steps: [bold]{answer}[/bold]")
     if first_right is not None:
         console.print(f"first right at step {first_right}")
-    return {"answer": answer, "first_right": first_right, "steps": len(rows)}
+    result = {"answer": answer, "first_right": first_right, "steps": len(rows)}
+    if speak is not None:
+        from th1nker.blocks.speech import write_speech
+
+        result["speech"] = said = write_speech(model, thought, speak)
+        console.print(f"wrote {speak}: {said['frames']} frames, {said['seconds']:.2f} s at {said['sample_rate']} Hz")
+    return result

@@ -14,6 +14,7 @@ from th1nker.model import Th1nker
 from th1nker.recipe import Recipe
 from th1nker.schedule import make_schedule
 from th1nker.train import checkpoint as ckpt_io
+from th1nker.train import distributed
 from th1nker.train.optim import build_ema, build_optimizer, build_scheduler
 from th1nker.train.tbptt import unroll
 
@@ -38,13 +39,15 @@ class Trainer:
 
     def __init__(self, recipe: Recipe, task, device: torch.device | None = None):
         self.recipe, self.task, self.cfg = recipe, task, recipe.train
-        self.device = device or pick_device(self.cfg.device)
+        # under torchrun: join the process group; each rank trains on its slice of every global batch
+        self.device = distributed.init(self.cfg.distributed.backend, device or pick_device(self.cfg.device))
         torch.manual_seed(recipe.seed)
         self.model = Th1nker(recipe, task.spec).to(self.device)
+        self.ema = build_ema(self.model, self.cfg.ema)
+        distributed.prepare(self.model, self.ema, recipe)
         self.optimizer = build_optimizer(self.model, self.cfg.optimizer)
         self.scheduler = build_scheduler(self.optimizer, self.cfg.optimizer, self.cfg.max_updates)
-        self.ema = build_ema(self.model, self.cfg.ema)
-        self.generator = torch.Generator().manual_seed(recipe.seed + 1)
+        self.generator = torch.Generator().manual_seed(recipe.seed + 1)  # the same on every rank
         self.schedule = make_schedule(recipe.schedule, self.model, self.generator)
         self.update = 0
         self.skipped = 0
@@ -59,26 +62,28 @@ class Trainer:
         """One update (several with `update_per_window`): returns its metrics."""
         cfg = self.cfg
         self.model.train()
-        per_step: dict[int, float] = {}
-        total, norms = 0.0, []
+        per_step: dict[int, float] = {}  # this rank's (rank 0 logs them)
+        total, steps, aux = 0.0, [], []  # steps: (grad norm, loss averaged over ranks) per optimiser step
         for _ in range(cfg.accumulate):
-            batch = self.task.train_batch(cfg.batch_size, self.generator).to(self.device)
+            batch = distributed.shard_batch(self.task.train_batch(cfg.batch_size, self.generator)).to(self.device)
             with self.autocast:
                 windows = unroll(self.model, batch, self.schedule, cfg, self.recipe.schedule.steps,
                                  self.generator, self.recipe.model.latent.noise)
                 for loss, losses in windows:
-                    loss = (loss + cfg.aux_loss_weight * aux_loss(self.model)) / cfg.accumulate
+                    aux.append(torch.as_tensor(aux_loss(self.model)))
+                    loss = (loss + cfg.aux_loss_weight * aux[-1]) / cfg.accumulate
                     loss.backward()
                     total += loss.detach().item()
                     per_step.update({k: v.detach().item() for k, v in losses.items()})
                     if cfg.tbptt.update_per_window:
-                        norms.append(self._optimizer_step(total))
+                        steps.append(self._optimizer_step(total))
         if not cfg.tbptt.update_per_window:
-            norms.append(self._optimizer_step(total))
-        return {"loss": total, "grad_norm": max(norms), "lr": self.scheduler.get_last_lr()[0],
-                "per_step": per_step}
+            steps.append(self._optimizer_step(total))
+        return {"loss": steps[-1][1], "grad_norm": max(n for n, _ in steps), "lr": self.scheduler.get_last_lr()[0],
+                "aux_loss": float(torch.stack(aux).detach().mean()), "per_step": per_step}
 
-    def _optimizer_step(self, loss: float) -> float:
+    def _optimizer_step(self, loss: float) -> tuple[float, float]:
+        loss = distributed.sync_gradients(self.model, loss)  # mean over ranks: the same step on every rank
         params = [p for p in self.model.parameters() if p.grad is not None]
         norm = float(torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip or math.inf))
         if not (math.isfinite(norm) and math.isfinite(loss)):
@@ -90,7 +95,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
         self.update += 1
-        return norm
+        return norm, loss
 
     def fit(self, run_dir: Path, tracker=None, progress=None, extra_state: dict | None = None) -> dict:
         """Train until max_updates (or max_minutes), checkpointing every `checkpoint_every` updates."""
@@ -102,6 +107,7 @@ class Trainer:
         while self.update < cfg.max_updates:
             metrics = self.train_update()
             window["loss"].append(metrics["loss"])
+            window["aux_loss"].append(metrics["aux_loss"])  # MoE balance, 1 when balanced; 0 without MoE
             for k, v in metrics["per_step"].items():
                 window[f"loss_step_{k + 1:03d}"].append(v)
             if progress:
@@ -117,16 +123,19 @@ class Trainer:
                 last_log, updates_at_log = now, self.update
             if self.update % cfg.checkpoint_every == 0:
                 self.save(run_dir, extra_state or {})
-            if cfg.max_minutes and time.time() - start > 60 * cfg.max_minutes:
-                break
+            if cfg.max_minutes and distributed.broadcast_object(time.time() - start > 60 * cfg.max_minutes):
+                break  # rank 0's clock decides for every rank
         self.save(run_dir, extra_state or {})
         return {"updates": self.update, "skipped_updates": self.skipped, "final_loss": metrics.get("loss"),
                 "minutes": (time.time() - start) / 60}
 
     def save(self, run_dir: Path, extra: dict) -> Path:
-        return ckpt_io.save_checkpoint(run_dir, self.update, self.model, self.ema, self.optimizer, self.scheduler,
+        """Checkpoint: under torchrun every rank gathers, rank 0 writes, all return once it is on disk."""
+        path = ckpt_io.save_checkpoint(run_dir, self.update, self.model, self.ema, self.optimizer, self.scheduler,
                                        self.generator, self.recipe.model_dump(mode="json"),
                                        {"skipped": self.skipped, **extra})
+        distributed.barrier()
+        return path
 
     def load(self, path: Path) -> dict:
         """Restore everything from a checkpoint for an exact resume; returns its state.json."""

@@ -1,4 +1,7 @@
-"""`th1nker train`: a run folder, an MLflow run, training with a progress bar, final evaluation."""
+"""`th1nker train`: a run folder, an MLflow run, training with a progress bar, final evaluation.
+
+Under torchrun every rank trains and evaluates; rank 0 alone prints, logs to MLflow and writes the run folder.
+"""
 
 from __future__ import annotations
 
@@ -11,9 +14,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from th1nker.errors import CheckpointError
 from th1nker.graph import BlockGraph
-from th1nker.io import atomic_write_json, atomic_write_text
+from th1nker.io import atomic_write, atomic_write_json, atomic_write_text
 from th1nker.recipe import dump_recipe, load_recipe
 from th1nker.tasks import make_task
+from th1nker.train import distributed
 from th1nker.train.evaluate import accuracy_by_steps, plot_accuracy, print_accuracy
 from th1nker.train.loop import Trainer
 from th1nker.train.tracking import Tracker, git_commit
@@ -32,27 +36,47 @@ def run_folder(name: str, out: Path | None, resume: bool) -> Path:
     return root / time.strftime("%Y%m%d-%H%M%S")
 
 
+def save_tokenizer(task, run_dir: Path) -> dict:
+    """Keep the task's sentencepiece model in the run folder; returns the state.json entry naming it."""
+    if task.tokenizer is None:
+        return {}
+    atomic_write(run_dir / "tokenizer.model", lambda tmp: tmp.write_bytes(task.tokenizer.to_bytes()))
+    return {"tokenizer": "tokenizer.model"}
+
+
 def train_recipe(recipe_path: Path, overrides: list[str], out: Path | None, resume: bool,
                  console: Console | None = None) -> dict:
-    console = console or Console()
+    """Train, evaluate and record a recipe: in this process, or as one rank of a torchrun job."""
+    try:
+        return _train(recipe_path, overrides, out, resume, console)
+    finally:
+        distributed.teardown()
+
+
+def _train(recipe_path: Path, overrides: list[str], out: Path | None, resume: bool, console: Console | None) -> dict:
+    main = distributed.is_main()
+    console = console or Console(quiet=not main)
     recipe = load_recipe(recipe_path, overrides)
-    run_dir = run_folder(recipe.name, out, resume)
+    task = make_task(recipe.task, recipe.seed)
+    trainer = Trainer(recipe, task)  # under torchrun this joins the process group
+    run_dir = distributed.broadcast_object(run_folder(recipe.name, out, resume))  # named by rank 0's clock
     has_ckpt = (run_dir / "checkpoints" / "latest").exists()
     if resume and not has_ckpt:
         raise CheckpointError(f"--resume: {run_dir} has no checkpoint yet; drop --resume to start a new run")
     if has_ckpt and not resume:
         raise CheckpointError(f"{run_dir} already holds a run; add --resume to continue it or pick another --out")
-    task = make_task(recipe.task, recipe.seed)
-    trainer = Trainer(recipe, task)
     state = trainer.load(run_dir) if resume else {}
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    dump_recipe(recipe, run_dir / "recipe.yaml")
-    graph = BlockGraph(recipe)
-    atomic_write_text(run_dir / "graph.mmd", graph.to_mermaid() + "\n")
-    graph.draw(run_dir / "graph.png")
+    kept = {}  # files beside the checkpoints that state.json names
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        dump_recipe(recipe, run_dir / "recipe.yaml")
+        kept = save_tokenizer(task, run_dir)
+        graph = BlockGraph(recipe)
+        atomic_write_text(run_dir / "graph.mmd", graph.to_mermaid() + "\n")
+        graph.draw(run_dir / "graph.png")
 
-    tracker = Tracker(recipe.tracking.enabled, recipe.tracking.uri, recipe.tracking.experiment)
+    tracker = Tracker(recipe.tracking.enabled and main, recipe.tracking.uri, recipe.tracking.experiment)
     tags = {"git_commit": git_commit(), "recipe": str(recipe_path), "run_dir": str(run_dir),
             "dvc_exp": os.environ.get("DVC_EXP_NAME")}
     tracker.start(f"{recipe.name}-{run_dir.name}", recipe.model_dump(mode="json"), tags, state.get("mlflow_run_id"))
@@ -63,23 +87,27 @@ def train_recipe(recipe_path: Path, overrides: list[str], out: Path | None, resu
     columns = (TextColumn("[bold blue]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("loss {task.fields[loss]:.4f}"), TimeElapsedColumn(), TimeRemainingColumn())
     try:
-        with Progress(*columns, console=console, transient=False, disable=not console.is_terminal and os.environ.get("CI") == "true") as progress:
-            summary = trainer.fit(run_dir, tracker, progress, {"mlflow_run_id": tracker.run_id})
+        quiet = not main or not console.is_terminal and os.environ.get("CI") == "true"
+        with Progress(*columns, console=console, transient=False, disable=quiet) as progress:
+            summary = trainer.fit(run_dir, tracker, progress, {"mlflow_run_id": tracker.run_id, **kept})
     except BaseException:
         tracker.end("KILLED")
         raise
 
     console.print(f"trained {summary['updates']} updates in {summary['minutes']:.1f} min "
                   f"({summary['skipped_updates']} skipped); evaluating {recipe.task.eval} at steps {recipe.eval.steps}")
+    # every rank evaluates (an FSDP forward needs them all); the results agree, rank 0 records them
     result = accuracy_by_steps(trainer.eval_model, task, recipe.task.eval, recipe.eval.steps, recipe.eval.batch_size)
     result["train"] = summary
+    if not main:
+        return result
     atomic_write_json(run_dir / "metrics.json", result)
     plot_accuracy(result, run_dir / "eval.png", recipe.schedule.steps)
     print_accuracy(result, console)
     for d, row in result["accuracy"].items():
         for s, acc in row.items():
             tracker.metrics({f"eval_accuracy_d{d}": acc}, step=int(s))
-    for path in ("recipe.yaml", "metrics.json", "eval.png", "graph.png", "graph.mmd"):
+    for path in ("recipe.yaml", "metrics.json", "eval.png", "graph.png", "graph.mmd", *kept.values()):
         tracker.artifact(run_dir / path)
     latest = run_dir / "checkpoints" / (run_dir / "checkpoints" / "latest").read_text().strip()
     tracker.artifact(latest, "checkpoint")

@@ -45,7 +45,8 @@ def unroll(model, batch: Batch, schedule, cfg: TrainConfig, steps: int, generato
            noise: float = 0.0) -> Iterator[tuple[Tensor, dict[int, Tensor]]]:
     """Think for `steps` steps from a random latent, yielding (weighted loss, {step: loss}) once per
     gradient window. The caller backpropagates each window before asking for the next, so memory
-    holds one window at a time; no gradient crosses a window boundary."""
+    holds one window at a time; no gradient crosses a window boundary. Blocks may add auxiliary
+    losses to the window's loss as `thought.aux["loss/<name>"]` (e.g. the long-term indexer's KL)."""
     plan = window_plan(cfg.tbptt.mode, cfg.tbptt.window, steps, generator)
     graded, start = [], 0
     for n, grad in plan:
@@ -68,5 +69,6 @@ def unroll(model, batch: Batch, schedule, cfg: TrainConfig, steps: int, generato
                 if grad:
                     losses.append(step_loss(model, thought, batch))
         if grad:
-            yield sum(w * l for w, l in zip(weights, losses)), dict(zip(range(start, start + n), losses))
+            extra = sum(v for k, v in thought.aux.items() if k.startswith("loss/"))
+            yield sum(w * l for w, l in zip(weights, losses)) + extra, dict(zip(range(start, start + n), losses))
         start += n

@@ -1,0 +1,95 @@
+"""The long-term read layer: the latent attends to the top-k memory blocks a learned indexer selects."""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+from pydantic import Field
+from torch import Tensor
+
+from th1nker.blocks.base import BuildContext
+from th1nker.blocks.read import ReadLayer
+from th1nker.errors import DataError, RecipeError
+from th1nker.memory.compress import CompressConfig, Compressor
+from th1nker.memory.indexer import Indexer, distill_loss
+from th1nker.registry import register
+from th1nker.thought import Source, Thought
+
+
+@register("read_longterm")
+class ReadLongTermLayer(ReadLayer):
+    """Reads long-term memory: the blocks of thought.longterm that the indexer ranks top-k.
+
+    thought.longterm is either a (B, N, chunk) tensor of token ids, each example's pool of candidate
+    blocks, compressed here with gradients (trained end to end), or an on-disk LongTermMemory whose
+    values are compressed blocks (built by `th1nker memory build`). On a pool, training reads every
+    block (dense warm-up) and distils the read attention into the indexer; evaluation reads the top-k.
+    """
+
+    class Config(ReadLayer.Config):
+        positions: bool = Field(False, description="rotary positions over the blocks read")
+        top_k: int = Field(4, gt=0, description="blocks read per call")
+        key_dim: int = Field(64, gt=0, description="indexer query/key width")
+        compress: CompressConfig = Field(CompressConfig(), description="how a block of tokens becomes latents")
+        distill: float = Field(1.0, ge=0, description="weight of the indexer's KL to the read attention (training)")
+        dense_train: bool = Field(True, description="training reads the whole pool; false: the indexer's top-k")
+        search: Literal["torch", "faiss"] = Field("torch", description="top-k over an on-disk store: exact, or faiss IVF")
+
+    def __init__(self, config, ctx: BuildContext):
+        if config.mode != "attention":
+            raise RecipeError(f"model.blocks.{ctx.name}.mode: read_longterm attends over the blocks it selects; "
+                              "use mode: attention")
+        super().__init__(config, ctx)
+        self.compressor = Compressor(config.compress, ctx.spec.vocab, ctx.dim)
+        self.indexer = Indexer(ctx.dim, config.key_dim)
+
+    def source(self, thought: Thought) -> Source | None:
+        memory = thought.longterm
+        if memory is None:
+            return None
+        return self._read_pool(thought, memory) if isinstance(memory, Tensor) else self._read_store(thought, memory)
+
+    def _read_pool(self, thought: Thought, ids: Tensor) -> Source:
+        b, n, _ = ids.shape
+        cache = f"blocks/{self.name}"  # a pool is compressed once per gradient window (aux is reset between)
+        blocks = thought.aux.get(cache) if not self.config.compress.conditioned else None
+        if blocks is None:
+            cond = thought.latent.repeat_interleave(n, 0) if self.config.compress.conditioned else None
+            blocks = self.compressor(ids.flatten(0, 1), cond).unflatten(0, (b, n))  # (B, N, M, D)
+            thought.aux[cache] = blocks
+        scores = self.indexer.scores(self.indexer.query(thought.latent), self.indexer.key(blocks))
+        if self.training and torch.is_grad_enabled() and self.config.distill:
+            loss = self.config.distill * distill_loss(scores, self.block_attention(thought.latent, blocks))
+            key = f"loss/indexer.{self.name}"
+            thought.aux[key] = thought.aux.get(key, 0) + loss
+        k = n if self.training and self.config.dense_train else min(self.config.top_k, n)
+        if k < n:
+            top = scores.topk(k, dim=1).indices
+            blocks = blocks.gather(1, top[:, :, None, None].expand(-1, -1, *blocks.shape[2:]))
+        return Source(blocks.flatten(1, 2))
+
+    def _read_store(self, thought: Thought, memory) -> Source:
+        b, _, d = thought.latent.shape
+        m = self.compressor.latents
+        if memory.value_dim != m * d:
+            raise DataError(f"{memory.path}: values of width {memory.value_dim}, but block '{self.name}' reads "
+                            f"{m} latents of width {d} ({m * d}); build the store with this recipe")
+        _, rows = memory.search(self.indexer.query(thought.latent), self.config.top_k, self.config.search)
+        thought.aux[f"read/{self.name}"] = rows
+        values = memory.read("values", rows.cpu()).to(thought.latent)
+        return Source(values.view(b, -1, d))
+
+    @torch.no_grad()
+    def block_attention(self, latent: Tensor, blocks: Tensor) -> Tensor:
+        """(B, N) share of this layer's attention (mean over heads and latent slots) on each of N blocks."""
+        b, n, m, _ = blocks.shape
+        attn = self.attn
+        q = attn.q(self.norm(latent)).view(b, -1, attn.heads, attn.head_dim).transpose(1, 2)
+        k = attn.kv(blocks.flatten(1, 2)).view(b, n * m, 2, attn.kv_heads, attn.head_dim)[:, :, 0].transpose(1, 2)
+        if attn.rotary is not None:
+            q, k = attn.rotary(q), attn.rotary(k)
+        k = k.repeat_interleave(attn.heads // attn.kv_heads, dim=1)
+        weights = (q @ k.transpose(-1, -2) / math.sqrt(attn.head_dim)).softmax(dim=-1)  # (B, H, L, N * M)
+        return weights.mean(dim=(1, 2)).view(b, n, m).sum(dim=-1)

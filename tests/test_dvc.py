@@ -1,0 +1,173 @@
+"""The DVC pipeline (dvc.yaml) in a fresh git repository, and the `th1nker data` commands it runs."""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from th1nker.cli import app
+
+from conftest import ROOT
+
+BIN = Path(sys.executable).parent
+STAGES = ("prepare", "tokenizer", "train", "evaluate")
+# recipes/pipeline.yaml made tiny: the same sections (dvc.yaml tracks them), far less work
+TINY = {"task": {"train": [4, 8], "eval": [8, 12], "eval_examples": 16},
+        "model": {"dim": 8}, "schedule": {"steps": 3},
+        "train": {"max_updates": 2, "batch_size": 4, "checkpoint_every": 2, "tbptt": {"window": 3},
+                  "optimizer": {"warmup": 1}},
+        "eval": {"steps": [1, 3], "batch_size": 16}}
+runner = CliRunner()
+
+
+def deep_update(base: dict, new: dict) -> dict:
+    for key, value in new.items():
+        base[key] = deep_update(base.get(key, {}), value) if isinstance(value, dict) else value
+    return base
+
+
+class Repo:
+    """A temporary git repository holding the project's pipeline files; runs dvc and git in it."""
+
+    def __init__(self, root: Path, mlflow_uri: str):
+        self.root = root
+        self.first_output = ""
+        self.env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1",
+                    "MLFLOW_TRACKING_URI": mlflow_uri}
+
+    def run(self, *args: str) -> str:
+        res = subprocess.run(args, cwd=self.root, env=self.env, capture_output=True, text=True, timeout=600)
+        assert res.returncode == 0, f"{' '.join(args)} failed:\n{res.stdout}\n{res.stderr}"
+        return res.stdout + res.stderr
+
+    def dvc(self, *args: str) -> str:
+        return self.run(str(BIN / "dvc"), *args)
+
+    def commit(self, message: str) -> None:
+        self.run("git", "add", "-A")
+        self.run("git", "commit", "-q", "-m", message)
+
+    def edit_recipe(self, change: dict) -> None:
+        path = self.root / "recipes" / "pipeline.yaml"
+        path.write_text(yaml.safe_dump(deep_update(yaml.safe_load(path.read_text()), change), sort_keys=False))
+
+
+def stages_run(output: str) -> set[str]:
+    """The stages a `dvc repro` / `dvc exp run` ran; every other stage must say it was skipped."""
+    ran = set(re.findall(r"Running stage '(\w+)'", output))
+    skipped = set(re.findall(r"Stage '(\w+)' didn't change, skipping", output))
+    assert ran | skipped == set(STAGES) and not ran & skipped, output
+    return ran
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory) -> Repo:
+    """The project's pipeline files, a tiny recipe, committed, then `dvc repro` once.
+
+    Every test below starts from, and leaves, a reproduced pipeline with nothing left to run.
+    """
+    tmp = tmp_path_factory.mktemp("dvc")
+    root = tmp / "repo"
+    root.mkdir()
+    for folder in ("th1nker", "blocks", "memory", "recipes"):  # the stages' code and recipe dependencies
+        shutil.copytree(ROOT / folder, root / folder, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    (root / ".dvc").mkdir()
+    for name in ("dvc.yaml", ".dvcignore", ".gitignore", ".dvc/config", ".dvc/.gitignore"):  # as a clone has them
+        shutil.copy(ROOT / name, root / name)
+    r = Repo(root, f"sqlite:///{tmp / 'mlflow.db'}")
+    r.edit_recipe(TINY)
+    r.run("git", "init", "-q")
+    r.run("git", "config", "user.name", "test")
+    r.run("git", "config", "user.email", "test@example.com")
+    r.commit("pipeline")
+    r.first_output = r.dvc("repro")
+    r.commit("reproduced")
+    return r
+
+
+def test_repro_runs_every_stage_and_writes_metrics_and_plots(repo):
+    assert stages_run(repo.first_output) == set(STAGES)
+    data = repo.root / "data"
+    assert (data / "tokenizer.model").is_file() and (data / "pipeline" / "eval_12.jsonl").is_file()
+    (workspace,) = json.loads(repo.dvc("metrics", "show", "--json")).values()
+    accuracy = workspace["data"]["metrics.json"]["data"]["accuracy"]
+    assert set(accuracy) == {"8", "12"}
+    assert all(set(row) == {"1", "3"} and all(0 <= a <= 1 for a in row.values()) for row in accuracy.values())
+    plots = json.loads(repo.dvc("plots", "show", "--json"))["data"]
+    assert {"plots/accuracy/difficulty_8.csv", "plots/accuracy/difficulty_12.csv"} <= set(plots)
+    table = (repo.root / "plots" / "accuracy" / "difficulty_8.csv").read_text()
+    assert table == f"steps,accuracy\n1,{accuracy['8']['1']}\n3,{accuracy['8']['3']}\n"
+
+
+def test_second_repro_does_nothing(repo):
+    out = repo.dvc("repro")
+    assert stages_run(out) == set() and "Data and pipelines are up to date." in out
+
+
+def test_changing_eval_steps_reruns_only_evaluate(repo):
+    repo.edit_recipe({"eval": {"steps": [1, 2, 3]}})
+    assert stages_run(repo.dvc("repro")) == {"evaluate"}
+    diff = json.loads(repo.dvc("metrics", "diff", "--json"))["metrics.json"]
+    assert "accuracy.8.2" in diff and diff["accuracy.8.2"]["old"] is None
+    repo.commit("more eval steps")
+
+
+def test_exp_run_override_reruns_train_and_evaluate_and_tags_mlflow(repo):
+    from mlflow import MlflowClient
+
+    out = repo.dvc("exp", "run", "-S", "recipes/pipeline.yaml:train.max_updates=3", "--name", "tiny-exp")
+    assert stages_run(out) == {"train", "evaluate"}
+    assert yaml.safe_load((repo.root / "recipes" / "pipeline.yaml").read_text())["train"]["max_updates"] == 3
+    client = MlflowClient(repo.env["MLFLOW_TRACKING_URI"])
+    runs = client.search_runs([client.get_experiment_by_name("th1nker").experiment_id], "tags.dvc_exp = 'tiny-exp'")
+    assert len(runs) == 1
+    assert runs[0].data.tags["git_commit"] == repo.run("git", "rev-parse", "HEAD").strip()
+
+
+def test_data_prepare_writes_the_evaluated_sets(tiny_recipe, tmp_path):
+    from th1nker.recipe import load_recipe
+    from th1nker.tasks import make_task
+
+    res = runner.invoke(app, ["data", "prepare", str(tiny_recipe), "--out", "data/tiny", "--train-examples", "5",
+                              "--corpus", "data/corpus.txt"])
+    assert res.exit_code == 0, res.output
+    recipe = load_recipe(tiny_recipe)
+    task = make_task(recipe.task, recipe.seed)
+    for d in recipe.task.eval:
+        rows = [json.loads(line) for line in (tmp_path / "data" / "tiny" / f"eval_{d}.jsonl").read_text().splitlines()]
+        batch = task.eval_batch(d)
+        assert [r["inputs"]["text"] for r in rows] == batch.inputs["text"].tolist()
+        assert [r["target"] for r in rows] == batch.target.tolist()
+    train = (tmp_path / "data" / "tiny" / "train.jsonl").read_text().splitlines()
+    assert len(train) == 5 and all(4 <= json.loads(line)["difficulty"] <= 8 for line in train)
+    manifest = json.loads((tmp_path / "data" / "tiny" / "manifest.json").read_text())
+    assert manifest["examples"] == {"eval_8.jsonl": 32, "eval_12.jsonl": 32, "train.jsonl": 5}
+    assert (tmp_path / "data" / "corpus.txt").stat().st_size > 0
+
+
+def test_data_commands_refuse_foreign_folders_and_bad_input(tiny_recipe, tmp_path):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    res = runner.invoke(app, ["data", "prepare", str(tiny_recipe), "--out", "mine"])
+    assert res.exit_code == 2 and "was not written by `th1nker data`" in res.output
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+    (tmp_path / "bad.json").write_text('{"steps": [1]}')
+    res = runner.invoke(app, ["data", "plot-accuracy", "bad.json", "--out", "plots"])
+    assert res.exit_code == 2 and "bad.json" in res.output and "th1nker eval --json" in res.output
+
+
+def test_plot_accuracy_writes_one_table_per_difficulty(tmp_path):
+    out = tmp_path / "plots" / "accuracy"
+    for accuracy in ({"96": {"5": 0.0}}, {"24": {"10": 0.5, "5": 0.25}, "48": {"5": 0.0, "10": 0.125}}):
+        (tmp_path / "m.json").write_text(json.dumps({"accuracy": accuracy, "steps": [5, 10]}))
+        res = runner.invoke(app, ["data", "plot-accuracy", "m.json", "--out", "plots/accuracy"])
+        assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in out.iterdir()) == ["difficulty_24.csv", "difficulty_48.csv"]  # 96 is gone
+    assert (out / "difficulty_24.csv").read_text() == "steps,accuracy\n5,0.25\n10,0.5\n"

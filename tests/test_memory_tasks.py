@@ -1,0 +1,71 @@
+"""The memory tasks (delayed_recall, kv_facts) and the streamed text read."""
+
+import pytest
+import torch
+
+from th1nker.errors import DataError
+from th1nker.recipe import TaskConfig, load_recipe
+from th1nker.tasks import make_task
+from th1nker.tasks.delayed_recall import QUERY
+from th1nker.model import Th1nker
+
+from conftest import RECIPES
+
+
+def test_delayed_recall_streams_facts_then_asks_one():
+    task = make_task(TaskConfig(kind="delayed_recall"))
+    batch = task.batch(32, 5, torch.Generator().manual_seed(0))
+    text = batch.inputs["text"]
+    assert text.shape == (32, 12) and bool((text[:, 10] == QUERY).all())
+    keys, values = text[:, 0:10:2], text[:, 1:10:2] - 16
+    assert all(len(set(row.tolist())) == 5 for row in keys)
+    asked = (keys == text[:, 11:12]).float().argmax(1)
+    assert torch.equal(values[torch.arange(32), asked], batch.target)
+    one = task.encode("a3 c7 b1 ?c")
+    assert one.target.tolist() == [7] and task.decode(one.target[0]) == "7"
+    with pytest.raises(DataError, match="keys must be distinct"):
+        task.encode("a3 a7 ?a")
+    with pytest.raises(DataError, match="1..16"):
+        task.batch(2, 17, torch.Generator())
+
+
+def test_a_streamed_read_sees_two_tokens_per_step_then_nothing():
+    recipe = load_recipe(RECIPES / "memory.yaml")
+    task = make_task(recipe.task)
+    model = Th1nker(recipe, task.spec)
+    batch = task.batch(2, 2, torch.Generator().manual_seed(0))
+    thought = model.start(batch)
+    encoded = thought.inputs["text"].tokens
+    read = model.blocks["read"]
+    for step in range(4):
+        thought.step = step
+        src = read.source(thought)
+        if step < 3:
+            assert torch.equal(src.tokens, encoded[:, 2 * step:2 * step + 2])
+        else:
+            assert src is None
+
+
+def test_kv_facts_questions_are_answered_by_one_fact_of_the_pool():
+    task = make_task(TaskConfig(kind="kv_facts"))
+    batch = task.batch(16, 6, torch.Generator().manual_seed(0))
+    memory = batch.inputs["memory"]
+    assert memory.shape == (16, 6, task.chunk)
+    facts = memory.view(16, -1, task.key_len + 1)
+    for i in range(16):
+        hit = (facts[i, :, :-1] == batch.inputs["text"][i]).all(1)
+        assert int(hit.sum()) == 1
+        assert int(facts[i, hit, -1]) - task.symbols == int(batch.target[i])
+
+
+def test_kv_facts_corpus_round_trip_and_errors():
+    task = make_task(TaskConfig(kind="kv_facts"))
+    keys, values, ids = task.pool(3, torch.Generator().manual_seed(0))
+    text = task.corpus_text(keys, values)
+    assert torch.equal(task.encode_corpus(text), ids)
+    with pytest.raises(DataError, match=r"c\.txt:2: expected `key value`"):
+        task.encode_corpus("abcd 1\nabc 2\n", "c.txt")
+    with pytest.raises(DataError, match="multiple of 4"):
+        task.encode_corpus("abcd 1\n")
+    with pytest.raises(DataError, match="distinct keys"):
+        task.pool(20000, torch.Generator())

@@ -1,0 +1,127 @@
+"""Key-value facts kept in long-term memory; each question needs one fact. Difficulty = blocks in the pool.
+
+A fact is `key_len` key symbols then its value; `facts` facts make a block of `facts * (key_len + 1)`
+tokens. Each example carries its own pool of `difficulty` blocks with distinct keys as
+batch.inputs["memory"] (B, N, block tokens); the question (the text input) is the key of one fact,
+the target its value (a class). Text form: keys are letters a..p, values 0..f; a question is a key
+(`abcd`); a corpus file holds one fact per line (`abcd 7`), `facts` consecutive lines per block.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from th1nker.errors import DataError
+from th1nker.tasks import register_task
+from th1nker.tasks.base import IGNORE, Batch, Task, TaskSpec
+
+LETTERS, DIGITS = "abcdefghijklmnop", "0123456789abcdef"
+
+
+@register_task("kv_facts")
+class KVFacts(Task):
+    """Answer a key's value from a pool of compressed fact blocks."""
+
+    def __init__(self, config, seed: int = 0, facts: int = 4, key_len: int = 4):
+        super().__init__(config, seed)
+        self.facts, self.key_len = facts, key_len
+        self.symbols, self.values = len(LETTERS), len(DIGITS)
+        self.spec = TaskSpec(vocab=self.symbols + self.values, classes=self.values, target="class")
+
+    @property
+    def chunk(self) -> int:
+        """Tokens per block."""
+        return self.facts * (self.key_len + 1)
+
+    def pool(self, blocks: int, generator: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
+        """One pool of `blocks` blocks with distinct keys: keys (F, key_len), values (F,), ids (blocks, chunk)."""
+        keys, values, ids = self._facts(self._codes(1, blocks * self.facts, generator), generator)
+        return keys[0], values[0], ids[0]
+
+    def batch(self, n: int, difficulty: int, generator: torch.Generator) -> Batch:
+        codes = self._codes(n, difficulty * self.facts, generator)
+        asked = torch.randint(0, codes.shape[1], (n,), generator=generator)
+        keys, values, ids = self._facts(self._near_misses(codes, asked, generator), generator)
+        rows = torch.arange(n)
+        return Batch({"text": keys[rows, asked], "memory": ids}, values[rows, asked], difficulty=difficulty)
+
+    def _codes(self, n: int, count: int, generator: torch.Generator) -> Tensor:
+        """(n, count) key codes, distinct within each row."""
+        space = self.symbols ** self.key_len
+        if count > space:
+            raise DataError(f"kv_facts: {count} facts need distinct keys, only {space} exist; "
+                            "use fewer blocks (task.train / task.eval)")
+        if count * count > space:  # dense: draw without replacement
+            return torch.stack([torch.randperm(space, generator=generator)[:count] for _ in range(n)])
+        codes = torch.randint(0, space, (n, count), generator=generator)
+        while (again := _repeats(codes)).any():  # sparse: redraw the rows that hold a repeated key
+            codes[again] = torch.randint(0, space, (int(again.sum()), count), generator=generator)
+        return codes
+
+    def _near_misses(self, codes: Tensor, asked: Tensor, generator: torch.Generator) -> Tensor:
+        """Replace a quarter of each row's other keys by keys one symbol away from the asked key, so
+        that a question is answered by the exact key, not by most of it (hard negatives)."""
+        n, count = codes.shape
+        m = count // 4
+        if m == 0:
+            return codes
+        rows = torch.arange(n)
+        order = torch.rand(n, count, generator=generator)
+        order[rows, asked] = 2.0
+        slots = order.argsort(dim=1)[:, :m]  # m random slots other than the asked one
+        base, out = codes[rows, asked][:, None], codes.clone()
+        todo = torch.ones(n, dtype=torch.bool)
+        while todo.any():
+            k = int(todo.sum())
+            place = self.symbols ** (self.key_len - 1 - torch.randint(0, self.key_len, (k, m), generator=generator))
+            digit = base[todo] // place % self.symbols
+            shift = torch.randint(1, self.symbols, (k, m), generator=generator)
+            out[todo] = codes[todo].scatter(1, slots[todo], base[todo] + ((digit + shift) % self.symbols - digit) * place)
+            todo = _repeats(out)
+        return out
+
+    def _facts(self, codes: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
+        """Key symbols (n, F, key_len), values (n, F) and block token ids (n, F / facts, chunk) for key codes (n, F)."""
+        n, count = codes.shape
+        keys = codes[..., None] // self.symbols ** torch.arange(self.key_len - 1, -1, -1) % self.symbols
+        values = torch.randint(0, self.values, (n, count), generator=generator)
+        ids = torch.cat([keys, values[..., None] + self.symbols], dim=2).reshape(n, count // self.facts, self.chunk)
+        return keys, values, ids
+
+    def encode(self, text: str) -> Batch:
+        """A question (a key): its answer is unknown here, so the target is IGNORE."""
+        key = text.strip()
+        if len(key) != self.key_len or set(key) - set(LETTERS):
+            raise DataError(f"--input {text!r}: a kv_facts question is a key of {self.key_len} letters a..p, e.g. 'abcd'")
+        return Batch({"text": torch.tensor([[LETTERS.index(c) for c in key]])}, torch.tensor([IGNORE]))
+
+    def decode(self, prediction: Tensor) -> str:
+        return DIGITS[int(prediction)]
+
+    def corpus_text(self, keys: Tensor, values: Tensor) -> str:
+        """Facts as corpus lines `key value`."""
+        return "".join("".join(LETTERS[s] for s in k) + f" {DIGITS[v]}\n" for k, v in zip(keys.tolist(), values.tolist()))
+
+    def encode_corpus(self, text: str, source: str = "corpus") -> Tensor:
+        """Corpus lines `key value` -> (blocks, chunk) token ids, `facts` lines per block."""
+        rows = []
+        for number, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            parts = line.split()
+            if (len(parts) != 2 or len(parts[0]) != self.key_len or set(parts[0]) - set(LETTERS)
+                    or len(parts[1]) != 1 or parts[1] not in DIGITS):
+                raise DataError(f"{source}:{number}: expected `key value` ({self.key_len} letters a..p, a digit 0..f), "
+                                f"e.g. 'abcd 7'; got {line!r}")
+            rows.append([LETTERS.index(c) for c in parts[0]] + [self.symbols + DIGITS.index(parts[1])])
+        if not rows or len(rows) % self.facts:
+            raise DataError(f"{source}: {len(rows)} facts; a block holds {self.facts}, so the count must be a "
+                            f"positive multiple of {self.facts}")
+        return torch.tensor(rows).reshape(-1, self.chunk)
+
+
+def _repeats(codes: Tensor) -> Tensor:
+    """(n,) True where a row holds some code twice."""
+    ordered = codes.sort(dim=1).values
+    return (ordered[:, 1:] == ordered[:, :-1]).any(dim=1)
