@@ -1,12 +1,12 @@
 """Hierarchical vs flat compression at the same total ratio (16x), and vs mean pooling.
 
-kv_facts blocks of 4 facts (3 key symbols + a value: 16 tokens) are compressed to ONE latent each
+kv_facts blocks of 8 facts (a one-symbol key and its value: 16 tokens) are compressed to ONE latent each
 inside recipes/longterm.yaml (everything else equal, trained end to end through read_longterm) by:
-hierarchical 4x4 (each fact -> 1 latent, then 4 fact latents -> 1), flat 16x (one
+hierarchical 4x4 (each pair of facts -> 1 latent, then 4 such latents -> 1), flat 16x (one
 compression token reads all 16 tokens; also with two process layers, as many weights as 4x4),
-and mean pooling of the 16 token embeddings (+ positions).
-The model answers questions about one fact of a pool of 1 or 2 blocks, so its accuracy measures what
-the single latent kept.
+and mean pooling of the 16 token embeddings (+ positions), which keeps which values occur but not
+which key each belongs to. The model answers questions about one fact of a pool of 1 or 2 blocks, so
+its accuracy measures what the single latent kept.
 
     python benchmarks/memory_compress.py [--quick]
 """
@@ -42,7 +42,7 @@ def run(variant: str, updates: int, examples: int) -> dict:
     recipe = load_recipe(RECIPE, [f"model.blocks.recall.compress={VARIANTS[variant]}", "task.train=[1,2]",
                                   "task.eval=[1,2]", f"task.eval_examples={examples}", f"train.max_updates={updates}",
                                   "train.max_minutes=null", "tracking.enabled=false"])
-    task = KVFacts(recipe.task, recipe.seed, facts=4, key_len=3)
+    task = KVFacts(recipe.task, recipe.seed, facts=8, key_len=1)
     trainer = Trainer(recipe, task)
     start = time.perf_counter()
     while trainer.update < updates:
@@ -67,7 +67,7 @@ def main() -> None:
         results = {v: f.result() for v, f in futures.items()}
     print(json.dumps({
         "benchmark": "memory_compress",
-        "what": "kv_facts answer accuracy (chance 1/16) when each 16-token block of 4 facts is compressed to one "
+        "what": "kv_facts answer accuracy (chance 1/16) when each 16-token block of 8 facts is compressed to one "
                 "latent; rows: blocks in the pool",
         "updates": updates, "eval_examples": examples, "results": results, "threads_per_variant": 1,
         "torch": torch.__version__, "machine": platform.processor() or platform.machine(),

@@ -28,14 +28,16 @@ from th1nker.recipe import load_recipe
 from th1nker.schedule import make_schedule
 from th1nker.tasks import make_task
 from th1nker.tasks.base import Batch
+from th1nker.train.evaluate import accuracy_by_steps
 from th1nker.train.loop import Trainer
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "longterm.yaml"
 TOP = 8
 
 
-def train(updates: int):
-    recipe = load_recipe(RECIPE, [f"train.max_updates={updates}", "train.max_minutes=null", "tracking.enabled=false"])
+def train(updates: int, overrides: list[str]):
+    recipe = load_recipe(RECIPE, [f"train.max_updates={updates}", "train.max_minutes=null", "tracking.enabled=false",
+                                  *overrides])
     task = make_task(recipe.task, recipe.seed)
     trainer = Trainer(recipe, task)
     start = time.perf_counter()
@@ -55,6 +57,20 @@ def question_latent(model, questions: torch.Tensor) -> torch.Tensor:
     thought = model.start(Batch({"text": questions}, torch.zeros(len(questions), dtype=torch.long)),
                           torch.Generator().manual_seed(0))
     return model.blocks["read"](thought).latent
+
+
+@torch.no_grad()
+def read_attention(block, latent: torch.Tensor, latents: torch.Tensor, chunk: int = 256) -> torch.Tensor:
+    """(Q, N) share of the read layer's attention on each stored block (the indexer's teacher), all N at once."""
+    attn, (n, m, _) = block.attn, latents.shape
+    k = attn.kv(latents.flatten(0, 1)).view(n * m, 2, attn.kv_heads, attn.head_dim)[:, 0].transpose(0, 1)
+    k = k.repeat_interleave(attn.heads // attn.kv_heads, dim=0)  # (H, N * M, hd)
+    out = []
+    for lo in range(0, len(latent), chunk):
+        q = attn.q(block.norm(latent[lo:lo + chunk])).view(-1, latent.shape[1], attn.heads, attn.head_dim)
+        w = (torch.einsum("qlhd,hsd->qhls", q, k) / attn.head_dim ** 0.5).softmax(-1)
+        out.append(w.mean(dim=(1, 2)).view(-1, n, m).sum(-1))
+    return torch.cat(out)
 
 
 def recall_at(scores: torch.Tensor, gold: torch.Tensor, k: int = TOP) -> float:
@@ -79,11 +95,12 @@ def main() -> None:
     parser.add_argument("--updates", type=int, default=None)
     parser.add_argument("--blocks", type=int, default=None)
     parser.add_argument("--questions", type=int, default=2000)
+    parser.add_argument("--set", action="append", help="override a recipe field (repeatable)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     updates, n_blocks = args.updates or (30 if args.quick else 3000), args.blocks or (1000 if args.quick else 10_000)
 
-    recipe, task, model, minutes = train(updates)
+    recipe, task, model, minutes = train(updates, args.set or [])
     block = model.blocks["recall"]
     g = torch.Generator().manual_seed(7)
     keys, values, ids = task.pool(n_blocks, g)
@@ -99,9 +116,11 @@ def main() -> None:
         untrained = fresh.query(q_latent) @ fresh.key(latents).T
         cosine = F.normalize(q_latent.mean(1), dim=-1) @ F.normalize(latents.mean(1), dim=-1).T
     random_scores = torch.rand(args.questions, n_blocks, generator=g)
+    teacher = read_attention(block, q_latent, latents)
     recall = {name: round(recall_at(s, gold), 4) for name, s in
               (("trained_indexer", trained), ("untrained_indexer", untrained), ("cosine_raw_latents", cosine),
-               ("random", random_scores))}
+               ("random", random_scores), ("read_attention_teacher", teacher))}
+    in_pool = accuracy_by_steps(model, task, recipe.task.eval, [recipe.schedule.steps])["accuracy"]
 
     with tempfile.TemporaryDirectory() as tmp:
         store = LongTermMemory.create(Path(tmp) / "mem", block.indexer.key_dim, latents[0].numel())
@@ -123,6 +142,7 @@ def main() -> None:
                 "from the on-disk store",
         "updates": updates, "train_minutes": round(minutes, 1), "blocks": n_blocks, "questions": args.questions,
         f"recall@{TOP}": recall, "expected_random": round(TOP / n_blocks, 5),
+        "answer_accuracy_in_pool": {d: acc[str(recipe.schedule.steps)] for d, acc in in_pool.items()},
         "answer_accuracy_from_store": round(accuracy, 4), "answer_seconds": round(answer_s, 1),
         "cache": cache, "threads": 1, "torch": torch.__version__,
         "machine": platform.processor() or platform.machine(),

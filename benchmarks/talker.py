@@ -6,7 +6,8 @@ Trains recipes/talker.yaml (the synthetic voice) in this process, then measures 
   talker      teacher-forced next-frame code accuracy against the unigram baseline (always the most
               frequent training code, or code pair for a whole frame);
   free_run    greedy generation: frames within one of the target's length, the task's utterance accuracy;
-  wav         one held-out string said through `write_speech` (Griffin-Lim), read back with soundfile.
+  wav         one held-out string said through `write_speech` (Griffin-Lim), read back with soundfile,
+              its log-mel compared with the synthetic voice's own saying of the string.
 Prints one JSON object.
 
     python benchmarks/talker.py [--quick] [--threads N] [--set key=value ...]
@@ -25,7 +26,7 @@ import torch
 
 from th1nker.blocks.speech import SpeechOutput, write_speech
 from th1nker.omni.audio import MelParams
-from th1nker.omni.speech_data import HELD_OUT, mels_of, random_text
+from th1nker.omni.speech_data import HELD_OUT, mel_of, mels_of, random_text
 from th1nker.recipe import load_recipe
 from th1nker.tasks import make_task
 from th1nker.tasks.base import IGNORE
@@ -84,16 +85,19 @@ def talker_report(model, task, name: str) -> dict:
 
 @torch.no_grad()
 def wav_report(model, task, text: str) -> dict:
+    """Say `text` into a wav; compare the wav's log-mel frames with the voice's own saying of it."""
     batch = task.encode(text)
     thought = model.think(batch)
     with tempfile.TemporaryDirectory() as tmp:
         said = write_speech(model, thought, Path(tmp) / "out.wav")
-        data, rate = sf.read(Path(tmp) / "out.wav")
-    target = int((batch.target[0, :, 0] != IGNORE).sum())
-    hop = MelParams().hop
-    return {"text": text, "target_frames": target, "frames": said["frames"], "sample_rate": rate,
+        data, rate = sf.read(Path(tmp) / "out.wav", dtype="float32")
+    heard, truth = mel_of(torch.from_numpy(data)), mel_of(task.voice.say(text))
+    n = min(len(heard), len(truth))
+    return {"text": text, "target_frames": len(truth), "frames": said["frames"], "sample_rate": rate,
             "seconds": len(data) / rate, "rms": float((data ** 2).mean() ** 0.5),
-            "duration_within_one_frame": abs(len(data) / hop - said["frames"]) <= 1}
+            "duration_within_one_frame": abs(len(data) / MelParams().hop - said["frames"]) <= 1,
+            "mel_mse_vs_the_voice": float((heard[:n] - truth[:n]).square().mean()),
+            "mel_mse_of_the_mean_frame": float((truth - task.codec.mean).square().mean())}
 
 
 def main() -> None:

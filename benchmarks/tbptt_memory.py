@@ -1,9 +1,11 @@
 """Claim: with `window` and `progressive` truncation, peak memory of one update at 64 steps stays within
 1.3x of 8 steps, while `full` backprop grows with the number of steps.
 
-Each (mode, steps) runs in a fresh subprocess; the number reported is the growth of the process's peak
-resident memory (ru_maxrss) during updates, over a baseline taken after one warm-up no-grad unroll, so
-the interpreter, torch and the model's weights are not counted. Prints one JSON object.
+Measured: the peak of the activation memory autograd holds for backward during one update (every tensor
+saved for backward, counted once per storage through `saved_tensors_hooks`, released when autograd frees
+it), which is the memory truncation controls; the weights, the optimiser and the allocator are not in it.
+"One update" is each mode's worst case: the largest gradient window the mode can draw (progressive:
+`window` steps with gradients after the no-grad prefix). Prints one JSON object.
 """
 
 from __future__ import annotations
@@ -11,61 +13,88 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import resource
-import subprocess
 import sys
 from pathlib import Path
+
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 OVERRIDES = ["train.ema=null", "tracking.enabled=false", "task.train=[64,64]", "train.batch_size=64",
              "train.tbptt.window=8"]
 
 
-def measure(mode: str, steps: int, updates: int) -> float:
-    """Peak RSS growth in MiB of `updates` updates (run inside a fresh process)."""
-    import torch
+class SavedBytes:
+    """Live and peak bytes of the tensors autograd has saved for backward."""
 
+    def __init__(self):
+        self.refs: dict[int, int] = {}
+        self.live = self.peak = 0
+
+    def pack(self, t: torch.Tensor):
+        storage = t.untyped_storage()
+        key = storage.data_ptr()
+        if self.refs.get(key, 0) == 0:
+            self.live += storage.nbytes()
+            self.peak = max(self.peak, self.live)
+        self.refs[key] = self.refs.get(key, 0) + 1
+        return _Held(self, key, storage.nbytes(), t)
+
+    @staticmethod
+    def unpack(held: "_Held") -> torch.Tensor:
+        return held.tensor
+
+
+class _Held:
+    def __init__(self, meter: SavedBytes, key: int, nbytes: int, tensor: torch.Tensor):
+        self.meter, self.key, self.nbytes, self.tensor = meter, key, nbytes, tensor
+
+    def __del__(self):
+        self.meter.refs[self.key] -= 1
+        if self.meter.refs[self.key] == 0:
+            self.meter.live -= self.nbytes
+
+
+def worst_plan(mode: str, window: int, steps: int, generator) -> list[tuple[int, bool]]:
+    if mode == "full":
+        return [(steps, True)]
+    if mode == "window":
+        return [(min(window, steps - s), True) for s in range(0, steps, window)]
+    k = min(window, steps)
+    return [(steps - k, False), (k, True)] if steps > k else [(k, True)]
+
+
+def measure(mode: str, steps: int) -> float:
+    """Peak MiB held for backward during one worst-case update."""
     from th1nker.recipe import load_recipe
     from th1nker.tasks import make_task
+    from th1nker.train import tbptt
     from th1nker.train.loop import Trainer
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(2)
     recipe = load_recipe(ROOT / "recipes" / "multistep.yaml",
                          OVERRIDES + [f"train.tbptt.mode={mode}", f"schedule.steps={steps}"])
     trainer = Trainer(recipe, make_task(recipe.task, 0))
-    with torch.no_grad():  # warm-up: allocator pools, kernels, one full unroll of activations
-        batch = trainer.task.train_batch(64, trainer.generator)
-        trainer.model.think(batch, trainer.schedule, steps)
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    for _ in range(updates):
+    tbptt.window_plan = worst_plan
+    meter = SavedBytes()
+    with torch.autograd.graph.saved_tensors_hooks(meter.pack, meter.unpack):
         trainer.train_update()
-    return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024
+    return meter.peak / 2**20
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--child", nargs=3, metavar=("MODE", "STEPS", "UPDATES"))
     args = ap.parse_args()
-    if args.child:
-        mode, steps, updates = args.child
-        print(measure(mode, int(steps), int(updates)))
-        return
     steps_list = [8, 64] if args.quick else [8, 16, 32, 64]
-    updates = 2 if args.quick else 4  # progressive draws random windows: take the peak over several
     result: dict = {"claim": "window/progressive peak memory at 64 steps <= 1.3x 8 steps; full grows",
-                    "unit": "MiB of peak RSS growth during updates", "peak_mib": {}}
+                    "unit": "MiB held for backward, peak during one worst-case update", "peak_mib": {},
+                    "ratio_64_over_8": {}}
     for mode in ("full", "window", "progressive"):
-        row = {}
-        for steps in steps_list:
-            out = subprocess.run([sys.executable, __file__, "--child", mode, str(steps), str(updates)],
-                                 capture_output=True, text=True, check=True)
-            row[str(steps)] = round(float(out.stdout.strip().splitlines()[-1]), 1)
+        row = {str(s): round(measure(mode, s), 1) for s in steps_list}
         result["peak_mib"][mode] = row
-        lo, hi = row[str(steps_list[0])], row[str(steps_list[-1])]
-        result.setdefault("ratio_64_over_8", {})[mode] = round(hi / max(lo, 1e-9), 2)
-    result["setup"] = "default recipe, batch 64 x 64 bits, dim 64, window 8, 1 thread"
-    result["machine"] = f"{platform.machine()} {platform.system()}, python {sys.version.split()[0]}"
+        result["ratio_64_over_8"][mode] = round(row[str(steps_list[-1])] / row[str(steps_list[0])], 2)
+    result["setup"] = "default recipe, batch 64 x 64 bits, dim 64, window 8"
+    result["machine"] = f"{platform.machine()} {platform.system()}, python {sys.version.split()[0]}, torch {torch.__version__}"
     print(json.dumps(result))
 
 

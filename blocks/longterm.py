@@ -35,6 +35,8 @@ class ReadLongTermLayer(ReadLayer):
         compress: CompressConfig = Field(CompressConfig(), description="how a block of tokens becomes latents")
         distill: float = Field(1.0, ge=0, description="weight of the indexer's KL to the read attention (training)")
         dense_train: bool = Field(True, description="training reads the whole pool; false: the indexer's top-k")
+        distractors: int = Field(0, ge=0, description="training: the pools of this many other examples of the batch "
+                                 "join each pool (in-batch negatives), to learn to pick one block among many")
         search: Literal["torch", "faiss"] = Field("torch", description="top-k over an on-disk store: exact, or faiss IVF")
 
     def __init__(self, config, ctx: BuildContext):
@@ -52,13 +54,11 @@ class ReadLongTermLayer(ReadLayer):
         return self._read_pool(thought, memory) if isinstance(memory, Tensor) else self._read_store(thought, memory)
 
     def _read_pool(self, thought: Thought, ids: Tensor) -> Source:
-        b, n, _ = ids.shape
-        cache = f"blocks/{self.name}"  # a pool is compressed once per gradient window (aux is reset between)
-        blocks = thought.aux.get(cache) if not self.config.compress.conditioned else None
-        if blocks is None:
-            cond = thought.latent.repeat_interleave(n, 0) if self.config.compress.conditioned else None
-            blocks = self.compressor(ids.flatten(0, 1), cond).unflatten(0, (b, n))  # (B, N, M, D)
-            thought.aux[cache] = blocks
+        blocks = self._compressed(thought, ids)  # (B, N, M, D)
+        if self.training and self.config.distractors:
+            others = range(1, min(self.config.distractors, len(blocks) - 1) + 1)
+            blocks = torch.cat([blocks, *(blocks.roll(r, dims=0) for r in others)], dim=1)
+        n = blocks.shape[1]
         scores = self.indexer.scores(self.indexer.query(thought.latent), self.indexer.key(blocks))
         if self.training and torch.is_grad_enabled() and self.config.distill:
             loss = self.config.distill * distill_loss(scores, self.block_attention(thought.latent, blocks))
@@ -69,6 +69,17 @@ class ReadLongTermLayer(ReadLayer):
             top = scores.topk(k, dim=1).indices
             blocks = blocks.gather(1, top[:, :, None, None].expand(-1, -1, *blocks.shape[2:]))
         return Source(blocks.flatten(1, 2))
+
+    def _compressed(self, thought: Thought, ids: Tensor) -> Tensor:
+        """(B, N, chunk) ids -> (B, N, M, D), compressed once per gradient window (aux is reset between)."""
+        b, n, _ = ids.shape
+        cache = f"blocks/{self.name}"
+        blocks = thought.aux.get(cache) if not self.config.compress.conditioned else None
+        if blocks is None:
+            cond = thought.latent.repeat_interleave(n, 0) if self.config.compress.conditioned else None
+            blocks = self.compressor(ids.flatten(0, 1), cond).unflatten(0, (b, n))
+            thought.aux[cache] = blocks
+        return blocks
 
     def _read_store(self, thought: Thought, memory) -> Source:
         b, _, d = thought.latent.shape

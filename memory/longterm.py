@@ -37,6 +37,11 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def _write_manifest(path: Path, key_dim: int, value_dim: int, meta: dict, shards: list[dict]) -> None:
+    atomic_write_json(path / MANIFEST, {"version": VERSION, "key_dim": key_dim, "value_dim": value_dim,
+                                        "meta": meta, "shards": shards})
+
+
 class LongTermMemory:
     """An append-only store of rows: a key to search by inner product and a value to read.
 
@@ -66,8 +71,7 @@ class LongTermMemory:
         path = Path(path)
         if (path / MANIFEST).exists():
             raise DataError(f"{path}: a long-term memory exists there already; open it, or choose another folder")
-        atomic_write_json(path / MANIFEST, {"version": VERSION, "key_dim": key_dim, "value_dim": value_dim,
-                                            "meta": meta or {}, "shards": []})
+        _write_manifest(path, key_dim, value_dim, meta or {}, [])
         return cls(path, cache)
 
     # -- writing ---------------------------------------------------------------------------------
@@ -81,9 +85,7 @@ class LongTermMemory:
         tensors = {"keys": keys.detach().float().cpu().contiguous(), "values": values.detach().float().cpu().contiguous()}
         atomic_write(self.path / name, lambda tmp: save_file(tensors, str(tmp)))
         self.shards.append({"file": name, "rows": n, "sha256": sha256(self.path / name)})
-        atomic_write_json(self.path / MANIFEST, {"version": VERSION, "key_dim": self.key_dim, "value_dim": self.value_dim,
-                                                 "meta": self.meta, "shards": self.shards})
-        self._handles.pop(name, None)
+        _write_manifest(self.path, self.key_dim, self.value_dim, self.meta, self.shards)
         self.orphans = [o for o in self.orphans if o != name]
         self._starts = self._offsets()
 

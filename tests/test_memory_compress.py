@@ -55,16 +55,18 @@ def test_indexer_shapes_and_detached_inputs():
 
 
 def test_a_distillation_step_lowers_the_kl():
-    torch.manual_seed(0)
-    idx = Indexer(dim=16, key_dim=8)
-    latent, blocks = torch.randn(32, 1, 16), torch.randn(32, 6, 4, 16)
-    teacher = torch.randn(32, 6).mul(3).softmax(-1)
-    opt = torch.optim.Adam(idx.parameters(), lr=1e-2)
-    before = distill_loss(idx.scores(idx.query(latent), idx.key(blocks)), teacher)
+    """One optimiser step on the indexer's KL to the read layer's attention over a pool lowers that KL."""
+    model, batch, block = _longterm()
+    thought = model.blocks["read"](model.start(batch))
+    with torch.no_grad():
+        blocks = block.compressor(batch.inputs["memory"].flatten(0, 1)).unflatten(0, (3, 8))
+    teacher = block.block_attention(thought.latent, blocks)
+    kl = lambda: distill_loss(block.indexer.scores(block.indexer.query(thought.latent), block.indexer.key(blocks)), teacher)
+    opt = torch.optim.SGD(block.indexer.parameters(), lr=0.1)
+    before = kl()
     before.backward()
     opt.step()
-    after = distill_loss(idx.scores(idx.query(latent), idx.key(blocks)), teacher)
-    assert after.item() < before.item()
+    assert kl().item() < before.item()
 
 
 def _longterm(overrides=()):
@@ -88,6 +90,16 @@ def test_read_longterm_reads_the_pool_in_training_and_the_indexer_top_k_in_evalu
     read = block.eval().source(thought).tokens
     expected = blocks[torch.arange(3)[:, None], top].flatten(1, 2)
     assert read.shape == (3, 4 * m, 64) and torch.allclose(read, expected, atol=1e-6)
+
+
+def test_distractors_add_other_examples_blocks_in_training_only():
+    model, batch, block = _longterm(["model.blocks.recall.distractors=2"])
+    m = block.compressor.latents
+    thought = model.blocks["read"](model.start(batch))
+    tokens = block.train().source(thought).tokens
+    assert tokens.shape == (3, 3 * 8 * m, 64)
+    assert torch.equal(tokens[0, 8 * m:16 * m], tokens[2, :8 * m])  # example 0 also reads example 2's pool
+    assert block.eval().source(thought).tokens.shape == (3, 4 * m, 64)
 
 
 def test_the_answer_loss_trains_the_compressor_through_the_read():

@@ -53,8 +53,9 @@ def test_kv_facts_questions_are_answered_by_one_fact_of_the_pool():
     assert memory.shape == (16, 6, task.chunk)
     facts = memory.view(16, -1, task.key_len + 1)
     for i in range(16):
-        hit = (facts[i, :, :-1] == batch.inputs["text"][i]).all(1)
-        assert int(hit.sum()) == 1
+        same = (facts[i, :, :-1] == batch.inputs["text"][i]).sum(1)
+        hit = same == task.key_len
+        assert int(hit.sum()) == 1 and int((same == task.key_len - 1).sum()) >= 6  # near misses: hard negatives
         assert int(facts[i, hit, -1]) - task.symbols == int(batch.target[i])
 
 

@@ -3,7 +3,8 @@
 A fact is `key_len` key symbols then its value; `facts` facts make a block of `facts * (key_len + 1)`
 tokens. Each example carries its own pool of `difficulty` blocks with distinct keys as
 batch.inputs["memory"] (B, N, block tokens); the question (the text input) is the key of one fact,
-the target its value (a class). Text form: keys are letters a..p, values 0..f; a question is a key
+the target its value (a class). A quarter of the other keys (up to 15) differ from the asked key in
+one symbol only, so that a near match never answers. Text form: keys are letters a..p, values 0..f; a question is a key
 (`abcd`); a corpus file holds one fact per line (`abcd 7`), `facts` consecutive lines per block.
 """
 
@@ -63,7 +64,7 @@ class KVFacts(Task):
         """Replace a quarter of each row's other keys by keys one symbol away from the asked key, so
         that a question is answered by the exact key, not by most of it (hard negatives)."""
         n, count = codes.shape
-        m = count // 4
+        m = min(count // 4, self.key_len * (self.symbols - 1) // 4)  # at most a quarter of the neighbours
         if m == 0:
             return codes
         rows = torch.arange(n)

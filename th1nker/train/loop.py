@@ -107,7 +107,7 @@ class Trainer:
         while self.update < cfg.max_updates:
             metrics = self.train_update()
             window["loss"].append(metrics["loss"])
-            window["aux_loss"].append(metrics["aux_loss"])  # MoE balance, 1 when balanced; 0 without MoE
+            window["aux_loss"].append(metrics["aux_loss"])  # MoE balance: 1 per balanced MoE layer, 0 without
             for k, v in metrics["per_step"].items():
                 window[f"loss_step_{k + 1:03d}"].append(v)
             if progress:
