@@ -67,5 +67,6 @@ class Thought:
         if hasattr(self.store, "detach"):
             self.store.detach()
         self.outputs = [Output(o.step, o.block, o.logits.detach(), o.rows) for o in self.outputs]
-        self.aux = {}
+        self.aux = {k: v.detach() if isinstance(v, Tensor) else v
+                    for k, v in self.aux.items() if not k.startswith("loss/")}
         return self

@@ -54,11 +54,11 @@ def unroll(model, batch: Batch, schedule, cfg: TrainConfig, steps: int, generato
         start += n
     weights = iter(step_weights(cfg.loss_weights, graded))
     thought = model.start(batch, generator)
-    start = 0
+    start, backpropagated = 0, False
     for n, grad in plan:
         thought.detach()
         with torch.set_grad_enabled(grad):
-            if grad:  # each gradient window backpropagates into the encoders through its own graph
+            if grad and backpropagated:  # a backward freed the encoders' graph: build a fresh one
                 thought.inputs = model.encode(batch)
             losses = []
             for _ in range(n):
@@ -71,4 +71,5 @@ def unroll(model, batch: Batch, schedule, cfg: TrainConfig, steps: int, generato
         if grad:
             extra = sum(v for k, v in thought.aux.items() if k.startswith("loss/"))
             yield sum(w * l for w, l in zip(weights, losses)) + extra, dict(zip(range(start, start + n), losses))
+            backpropagated = True
         start += n
