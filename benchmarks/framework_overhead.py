@@ -57,10 +57,11 @@ def plain_update(m, opt, batch, plan, latent):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--updates", type=int, default=60)
+    ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args()
     n = 10 if args.quick else args.updates
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
 
     from th1nker.recipe import load_recipe
     from th1nker.tasks import make_task
