@@ -183,3 +183,16 @@ def test_every_shipped_recipe_validates_and_trains(path, tmp_path):
     result = train_recipe(path, SMOKE + extra, tmp_path / "run", resume=False)
     assert result["train"]["updates"] == 2
     assert (tmp_path / "run" / "metrics.json").exists()
+
+
+def test_ema_follows_a_short_run(tiny_recipe):
+    """With decay 0.999, ten updates must still move the EMA most of the way to the trained weights."""
+    recipe = load_recipe(tiny_recipe, ["train.ema=0.999", "train.max_updates=10"])
+    trainer = Trainer(recipe, make_task(recipe.task, 0))
+    start = [p.detach().clone() for p in trainer.model.parameters()]
+    for _ in range(10):
+        trainer.train_update()
+    for p0, p, e in zip(start, trainer.model.parameters(), trainer.ema.module.parameters()):
+        moved = (p - p0).norm()
+        if moved > 0:
+            assert (e - p).norm() < 0.5 * moved

@@ -6,7 +6,7 @@ import math
 
 import torch
 from torch import nn
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel
 
 from th1nker.recipe import OptimizerConfig
 
@@ -34,8 +34,20 @@ def build_scheduler(opt: torch.optim.Optimizer, cfg: OptimizerConfig, total: int
         opt, lambda u: lr_factor(u, cfg.warmup, total, cfg.min_lr_ratio))
 
 
+def warmup_ema(decay: float):
+    """EMA update whose decay ramps up as min(decay, (1 + n) / (10 + n)) over the first updates, so a
+    short run's average is not dominated by the initial weights."""
+
+    @torch.no_grad()
+    def update(ema_params, params, num_averaged):
+        n = float(num_averaged)
+        torch._foreach_lerp_(ema_params, params, 1.0 - min(decay, (1.0 + n) / (10.0 + n)))
+
+    return update
+
+
 def build_ema(model: nn.Module, decay: float | None) -> AveragedModel | None:
     """An exponential moving average of the weights (what evaluation uses), or None."""
     if decay is None:
         return None
-    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+    return AveragedModel(model, multi_avg_fn=warmup_ema(decay), use_buffers=True)
