@@ -10,13 +10,6 @@ from th1nker.omni.audio import AudioConfig, AudioEncoder, LogMel, load_wav, save
 from th1nker.omni.vision import Projector, ViT, ViTConfig, load_image
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # These models are tiny: a second thread gains nothing and stalls when the CPU is shared.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(autouse=True)

@@ -20,12 +20,6 @@ from th1nker.tasks.text_qa import DEFAULT_PATH, parse_pairs
 RGB = {(1, -1, -1): "red", (-1, 1, -1): "green", (-1, -1, 1): "blue", (1, 1, -1): "yellow"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def task(kind, **fields):

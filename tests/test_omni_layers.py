@@ -6,13 +6,6 @@ from th1nker.omni.layers import (Attention, KVCache, MoE, RMSNorm, Rotary, SwiGL
                                  aux_loss)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # These models are tiny: a second thread gains nothing and stalls when the CPU is shared.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(autouse=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import sys
 from pathlib import Path
@@ -11,31 +10,17 @@ from typing import Optional
 import typer
 from rich.console import Console
 from rich.table import Table
-from rich.text import Text
 
+from th1nker.cli_errors import err_console, user_errors
 from th1nker.errors import Th1nkerError
 
 app = typer.Typer(help="Th1nker: latent-step models from YAML recipes.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
 console = Console()
-err_console = Console(stderr=True)
 
 SetOpt = typer.Option(None, "--set", help="override a recipe field: --set train.max_updates=10 (repeatable)")
 
 
-def user_errors(fn):
-    """Print our errors in one block and exit 2 (no traceback for a user mistake)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except Th1nkerError as e:
-            err_console.print(f"[bold red]error[/bold red] ({type(e).__name__})")
-            err_console.print(Text(str(e)), soft_wrap=True)
-            raise typer.Exit(2) from None
-
-    return wrapper
 
 
 @app.command()
