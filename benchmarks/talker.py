@@ -7,7 +7,7 @@ Trains recipes/talker.yaml (the synthetic voice) in this process, then measures 
               frequent training code, or code pair for a whole frame);
   free_run    greedy generation: frames within one of the target's length, the task's utterance accuracy;
   wav         one held-out string said through `write_speech` (Griffin-Lim), read back with soundfile,
-              its log-mel compared with the synthetic voice's own saying of the string.
+              its log-mel aligned (DTW) with the voice saying that string and another one.
 Prints one JSON object.
 
     python benchmarks/talker.py [--quick] [--threads N] [--set key=value ...]
@@ -23,6 +23,7 @@ from pathlib import Path
 
 import soundfile as sf
 import torch
+from torch import Tensor
 
 from th1nker.blocks.speech import SpeechOutput, write_speech
 from th1nker.omni.audio import MelParams
@@ -51,7 +52,8 @@ def unigram(task, batches: int = 20) -> tuple[list[int], tuple[int, ...]]:
     codes = torch.cat([task.train_batch(64, g).target.flatten(0, 1) for _ in range(batches)])
     codes = codes[codes[:, 0] != IGNORE]
     frames, counts = codes.unique(dim=0, return_counts=True)
-    return [int(codes[:, k].bincount().argmax()) for k in range(codes.shape[1])], tuple(frames[counts.argmax()].tolist())
+    top = [int(codes[:, k].bincount().argmax()) for k in range(codes.shape[1])]
+    return top, tuple(frames[counts.argmax()].tolist())
 
 
 @torch.no_grad()
@@ -83,21 +85,44 @@ def talker_report(model, task, name: str) -> dict:
                          "utterance_accuracy": right / utterances}}
 
 
+def held_out_words(length: int, g: torch.Generator) -> str:
+    """A held-out string that neither starts nor ends with a space (`think --input` strips those)."""
+    while True:
+        text = random_text(length, HELD_OUT, g)
+        if text == text.strip():
+            return text
+
+
+def dtw(a: Tensor, b: Tensor) -> float:
+    """Mean squared log-mel distance along the best monotonic alignment of frames a (T, D), b (S, D)."""
+    cost = torch.cdist(a, b).square() / a.shape[1]
+    total = torch.full((len(a) + 1, len(b) + 1), float("inf"))
+    steps = torch.zeros_like(total)
+    total[0, 0] = 0
+    for i in range(1, len(a) + 1):
+        for j in range(1, len(b) + 1):
+            prev = torch.stack([total[i - 1, j - 1], total[i - 1, j], total[i, j - 1]])
+            k = int(prev.argmin())
+            total[i, j] = prev[k] + cost[i - 1, j - 1]
+            steps[i, j] = (steps[i - 1, j - 1], steps[i - 1, j], steps[i, j - 1])[k] + 1
+    return float(total[-1, -1] / steps[-1, -1])
+
+
 @torch.no_grad()
-def wav_report(model, task, text: str) -> dict:
-    """Say `text` into a wav; compare the wav's log-mel frames with the voice's own saying of it."""
+def wav_report(model, task, text: str, other: str) -> dict:
+    """Say `text` into a wav; align its log-mel frames with the voice saying `text` and `other`."""
     batch = task.encode(text)
     thought = model.think(batch)
     with tempfile.TemporaryDirectory() as tmp:
         said = write_speech(model, thought, Path(tmp) / "out.wav")
         data, rate = sf.read(Path(tmp) / "out.wav", dtype="float32")
-    heard, truth = mel_of(torch.from_numpy(data)), mel_of(task.voice.say(text))
-    n = min(len(heard), len(truth))
+    heard = mel_of(torch.from_numpy(data))
+    truth = mel_of(task.voice.say(text))
     return {"text": text, "target_frames": len(truth), "frames": said["frames"], "sample_rate": rate,
             "seconds": len(data) / rate, "rms": float((data ** 2).mean() ** 0.5),
             "duration_within_one_frame": abs(len(data) / MelParams().hop - said["frames"]) <= 1,
-            "mel_mse_vs_the_voice": float((heard[:n] - truth[:n]).square().mean()),
-            "mel_mse_of_the_mean_frame": float((truth - task.codec.mean).square().mean())}
+            "mel_dtw_to_the_text": dtw(heard, truth),
+            "mel_dtw_to_another_text": dtw(heard, mel_of(task.voice.say(other))), "other_text": other}
 
 
 def main() -> None:
@@ -118,7 +143,7 @@ def main() -> None:
     model = trainer.eval_model.eval()
     name = next(n for n, b in model.blocks.items() if isinstance(b, SpeechOutput))
     g = torch.Generator().manual_seed(5)
-    text = random_text(max(task.config.eval), HELD_OUT, g)
+    text, other = (held_out_words(max(task.config.eval), g) for _ in range(2))
     print(json.dumps({
         "benchmark": "talker",
         "what": "held-out strings of the synthetic voice: codec reconstruction, Talker next-frame accuracy "
@@ -128,7 +153,7 @@ def main() -> None:
                   "parameters": sum(p.numel() for p in trainer.model.parameters())},
         "codec": codec_report(task),
         "talker": talker_report(model, task, name),
-        "wav": wav_report(model, task, text),
+        "wav": wav_report(model, task, text, other),
     }))
 
 

@@ -29,14 +29,6 @@ TINY = ["tracking.enabled=false", "model.dim=32", "model.blocks.say.layers=1", "
         "train.optimizer.lr=0.004", "train.optimizer.warmup=10"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def voice():
     return FormantVoice()
@@ -104,9 +96,8 @@ def test_dead_codes_are_restarted(voice):
     codec.fit(frames)
     codec.codebooks[0, 3] = 1e3  # far from every frame: never chosen
     codec.counts[0, 3] = 0.0
-    g = torch.Generator().manual_seed(0)
     z = (frames - codec.mean) / codec.std
-    assert codec._ema_step(z, g)["restarted"] >= 1
+    assert codec._ema_step(z)["restarted"] >= 1
     assert codec.codebooks[0, 3].abs().max() < 100
 
 

@@ -196,3 +196,21 @@ def test_ema_follows_a_short_run(tiny_recipe):
         moved = (p - p0).norm()
         if moved > 0:
             assert (e - p).norm() < 0.5 * moved
+
+
+def test_ema_copies_integer_buffers():
+    """Integer buffers cannot be averaged: the EMA copies them and still averages the float tensors."""
+    from th1nker.train.optim import build_ema
+
+    net = torch.nn.Linear(2, 2)
+    net.register_buffer("seen", torch.tensor([0, 1]))
+    ema = build_ema(net, 0.5)
+    ema.update_parameters(net)  # the first update copies
+    before = net.weight.detach().clone()
+    with torch.no_grad():
+        net.weight.add_(1.0)
+        net.seen.add_(5)
+    ema.update_parameters(net)
+    assert ema.module.seen.tolist() == [5, 6]
+    step = ema.module.weight - before  # decay min(0.5, 2/11): a partial step towards the new weights
+    assert torch.allclose(step, torch.full_like(step, 1 - 2 / 11))

@@ -19,7 +19,7 @@ def register(app: typer.Typer, user_errors) -> None:
                 codebook_size: int = typer.Option(128, min=2, help="codes per codebook"),
                 codec_steps: int = typer.Option(200, min=0, help="EMA training steps of the codec after k-means"),
                 seed: int = typer.Option(0, help="seed of the phrases and the codec's training"),
-                synthetic: bool = typer.Option(False, help="use the synthetic formant voice even if espeak-ng is installed")):
+                synthetic: bool = typer.Option(False, help="use the synthetic voice even if espeak-ng is installed")):
         """Say phrases with espeak-ng (or, without it, the synthetic voice), write the wavs and train the codec."""
         from th1nker.omni.codec import CodecConfig
         from th1nker.omni.speech_data import prepare as prepare_speech

@@ -107,10 +107,11 @@ class RVQCodec(nn.Module):
         history = []
         for _ in range(c.steps):
             pick = torch.randint(0, frames.shape[0], (batch,), generator=g)
-            history.append(self._ema_step((frames[pick] - self.mean) / self.std, g))
+            history.append(self._ema_step((frames[pick] - self.mean) / self.std))
         return history
 
-    def _ema_step(self, z: Tensor, g: torch.Generator) -> dict:
+    def _ema_step(self, z: Tensor) -> dict:
+        """One EMA update of every codebook on normalised frames z (N, D), then dead-code restarts."""
         c = self.config
         codes, residuals = self._quantise(z)
         restarted = 0
@@ -123,7 +124,6 @@ class RVQCodec(nn.Module):
             if dead.any():  # restart on the frames this codebook serves worst
                 error = (r - book[codes[:, k]]).square().sum(-1)
                 worst = error.topk(min(int(dead.sum()), len(error))).indices
-                worst = worst[torch.randperm(len(worst), generator=g)]
                 slots = dead.nonzero().squeeze(1)[: len(worst)]
                 book[slots] = r[worst]
                 self.counts[k, slots] = 1.0

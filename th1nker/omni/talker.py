@@ -50,14 +50,17 @@ class Talker(nn.Module):
         self.norm = RMSNorm(c.dim)
         self.heads = nn.ModuleList(nn.Linear(c.dim, c.codebook_size) for _ in range(c.codebooks))
         self.stop = nn.Linear(c.dim, 1)
-        self.register_buffer("offsets", torch.arange(c.codebooks) * c.codebook_size, persistent=False)
 
     def new_cache(self) -> list[KVCache]:
         return [KVCache() for _ in self.blocks]
 
+    def _offsets(self, k: int, device) -> Tensor:
+        """Where codebooks 0..k-1 start in the shared embedding tables."""
+        return torch.arange(k, device=device) * self.config.codebook_size
+
     def _frames(self, codes: Tensor) -> Tensor:
         """Sum of the code embeddings of frames (B, T, K); IGNORE codes read as code 0."""
-        return self.embed(codes.clamp(min=0) + self.offsets).sum(-2)
+        return self.embed(codes.clamp(min=0) + self._offsets(codes.shape[-1], codes.device)).sum(-2)
 
     def _hidden(self, x: Tensor, context: Tensor, mask: Tensor | None, cache: list[KVCache] | None) -> Tensor:
         context = context + sinusoids(context.shape[1], context.shape[2], context.device).to(context.dtype)
@@ -68,7 +71,7 @@ class Talker(nn.Module):
     def _code_logits(self, h: Tensor, k: int, frame: Tensor) -> Tensor:
         """Logits of codebook k at hidden states h (..., dim), given codes < k of the frame (..., K)."""
         if k:
-            h = h + self.depth(frame[..., :k].clamp(min=0) + self.offsets[:k]).sum(-2)
+            h = h + self.depth(frame[..., :k].clamp(min=0) + self._offsets(k, h.device)).sum(-2)
         return self.heads[k](h)
 
     def forward(self, codes: Tensor, context: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:

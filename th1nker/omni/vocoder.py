@@ -14,7 +14,8 @@ class GriffinLimVocoder(nn.Module):
 
     The mel power is mapped back to a linear power spectrogram by the inverse of the same filterbank
     (`MelParams`), then Griffin-Lim finds a phase. T frames give T - 1 hops of samples (10 ms each),
-    which `LogMel` reads back as exactly T frames: a frame of the codec is a frame of the vocoder. Phases start at zero: the output is deterministic.
+    which `LogMel` reads back as exactly T frames: a frame of the codec is a frame of the vocoder.
+    Phases start at zero, so the output is deterministic.
     """
 
     def __init__(self, params: MelParams = MelParams(), iters: int = 32, momentum: float = 0.99):

@@ -36,12 +36,19 @@ def build_scheduler(opt: torch.optim.Optimizer, cfg: OptimizerConfig, total: int
 
 def warmup_ema(decay: float):
     """EMA update whose decay ramps up as min(decay, (1 + n) / (10 + n)) over the first updates, so a
-    short run's average is not dominated by the initial weights."""
+    short run's average is not dominated by the initial weights. Integer buffers (counters, indices)
+    are copied, not averaged."""
 
     @torch.no_grad()
     def update(ema_params, params, num_averaged):
         n = float(num_averaged)
-        torch._foreach_lerp_(ema_params, params, 1.0 - min(decay, (1.0 + n) / (10.0 + n)))
+        floats = [(e, p) for e, p in zip(ema_params, params) if e.is_floating_point()]
+        for e, p in zip(ema_params, params):
+            if not e.is_floating_point():
+                e.copy_(p)
+        if floats:
+            averaged, current = zip(*floats)
+            torch._foreach_lerp_(list(averaged), list(current), 1.0 - min(decay, (1.0 + n) / (10.0 + n)))
 
     return update
 
