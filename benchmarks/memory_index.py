@@ -2,8 +2,8 @@
 
 Trains recipes/longterm.yaml (kv_facts: each example reads a pool of 1-8 blocks; the indexer is
 distilled from the read attention), then compresses a corpus of 10^4 blocks (4 * 10^4 facts, distinct
-keys) into an on-disk LongTermMemory (key = the indexer's key, value = the compressed latents) and
-asks about random facts. Recall@8 of the block holding the fact, for: the trained indexer, the same
+keys) into an on-disk LongTermMemory (keys = the indexer's keys, one per compressed latent; value = the
+compressed latents) and asks about random facts. Recall@8 of the block holding the fact, for: the trained indexer, the same
 model with an untrained indexer, cosine similarity of raw latents (no learned projection), random
 blocks. Then the model answers questions reading the indexer's top-k from the store (exact torch
 top-k); questions repeat with a Zipf law and a block cache reports its hit rate.
@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from th1nker.memory import BlockCache, Indexer, LongTermMemory
+from th1nker.memory.indexer import block_scores
 from th1nker.recipe import load_recipe
 from th1nker.schedule import make_schedule
 from th1nker.tasks import make_task
@@ -110,11 +111,11 @@ def main() -> None:
     q_latent = question_latent(model, questions)
 
     with torch.no_grad():
-        trained = block.indexer.query(q_latent) @ block.indexer.key(latents).T
+        trained = block_scores(block.indexer.query(q_latent), block.indexer.key(latents))
         torch.manual_seed(0)
         fresh = Indexer(recipe.model.dim, block.indexer.key_dim)
-        untrained = fresh.query(q_latent) @ fresh.key(latents).T
-        cosine = F.normalize(q_latent.mean(1), dim=-1) @ F.normalize(latents.mean(1), dim=-1).T
+        untrained = block_scores(fresh.query(q_latent), fresh.key(latents))
+        cosine = block_scores(F.normalize(q_latent.mean(1), dim=-1), F.normalize(latents, dim=-1))
     random_scores = torch.rand(args.questions, n_blocks, generator=g)
     teacher = read_attention(block, q_latent, latents)
     recall = {name: round(recall_at(s, gold), 4) for name, s in
@@ -123,7 +124,8 @@ def main() -> None:
     in_pool = accuracy_by_steps(model, task, recipe.task.eval, [recipe.schedule.steps])["accuracy"]
 
     with tempfile.TemporaryDirectory() as tmp:
-        store = LongTermMemory.create(Path(tmp) / "mem", block.indexer.key_dim, latents[0].numel())
+        store = LongTermMemory.create(Path(tmp) / "mem", block.indexer.key_dim, latents[0].numel(),
+                                      key_vectors=block.compressor.latents)
         with torch.no_grad():
             for lo in range(0, n_blocks, 4096):
                 store.append(block.indexer.key(latents[lo:lo + 4096]), latents[lo:lo + 4096].flatten(1))

@@ -1,6 +1,7 @@
 """Build a long-term memory from a corpus: compress it block by block with a model's read_longterm block.
 
-Row i of the store is corpus block i: key = the indexer's key, value = the compressed latents. Each
+Row i of the store is corpus block i: keys = the indexer's keys (one per compressed latent), value = the
+compressed latents. Each
 shard is committed on its own, so an interrupted build leaves a store that opens with every completed
 shard, and running the same build again continues after the last one.
 """
@@ -55,7 +56,7 @@ def build_store(recipe_path: Path, corpus: Path, out: Path, checkpoint: Path | N
             "recipe_sha256": _text_sha(recipe.to_yaml()), "checkpoint": str(checkpoint.resolve()) if checkpoint else None,
             "corpus": str(corpus.resolve()), "corpus_sha256": sha256(corpus), "block": name, "blocks": len(blocks),
             "latents": block.compressor.latents, "dim": recipe.model.dim}
-    store = _open_or_create(out, block.indexer.key_dim, block.compressor.latents * recipe.model.dim, meta)
+    store = _open_or_create(out, block.indexer.key_dim, block.compressor.latents, recipe.model.dim, meta)
     with torch.no_grad():
         for lo in range(len(store), len(blocks), shard_rows):
             latents = block.compressor(blocks[lo:lo + shard_rows])
@@ -65,9 +66,9 @@ def build_store(recipe_path: Path, corpus: Path, out: Path, checkpoint: Path | N
     return store
 
 
-def _open_or_create(out: Path, key_dim: int, value_dim: int, meta: dict) -> LongTermMemory:
+def _open_or_create(out: Path, key_dim: int, latents: int, dim: int, meta: dict) -> LongTermMemory:
     if not (out / MANIFEST).exists():
-        return LongTermMemory.create(out, key_dim, value_dim, meta)
+        return LongTermMemory.create(out, key_dim, latents * dim, meta, key_vectors=latents)
     store = LongTermMemory(out)
     changed = [what for k, what in RESUME_KEYS.items() if store.meta.get(k) != meta[k]]
     if changed:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -15,11 +16,14 @@ def _mlp(dim: int, hidden: int, out: int) -> nn.Module:
 
 
 class Indexer(nn.Module):
-    """Scores blocks against the current latent: query(latent) . key(block).
+    """Scores blocks against the current latent: query(latent) against one key per compressed latent.
 
-    The key of a block is one vector (the mean over its latents), so a store of keys can be
-    searched by inner product (exact torch top-k or faiss). Inputs are detached: the indexer learns
-    only from `distill_loss`, as DeepSeek's lightning indexer, and never changes what it scores.
+    A block's score is the log-sum-exp over its latents of query . key: the form of the read layer's
+    attention share of a block (a softmax over every latent, summed per block), so a block that holds
+    one matching latent scores high however many others it holds. (One key per block, the mean over
+    its latents, blurs a matching fact with the block's other facts.) Stored keys are searched the same
+    way (`block_scores`; exact torch top-k, or faiss). Inputs are detached: the indexer learns only
+    from `distill_loss`, as DeepSeek's lightning indexer, and never changes what it scores.
     """
 
     def __init__(self, dim: int, key_dim: int, hidden: int | None = None):
@@ -33,13 +37,20 @@ class Indexer(nn.Module):
         return self.q(latent.detach().mean(dim=1)) / math.sqrt(self.key_dim)
 
     def key(self, blocks: Tensor) -> Tensor:
-        """(..., M, D) compressed blocks -> (..., key_dim) keys."""
-        return self.k(blocks.detach()).mean(dim=-2)
+        """(..., M, D) compressed blocks -> (..., M, key_dim) keys, one per latent."""
+        return self.k(blocks.detach())
 
     @staticmethod
     def scores(query: Tensor, keys: Tensor) -> Tensor:
-        """(B, key_dim) queries against (B, N, key_dim) keys -> (B, N) scores."""
-        return (keys @ query.unsqueeze(-1)).squeeze(-1)
+        """(B, key_dim) queries against their own pools of (B, N, M, key_dim) keys -> (B, N) block scores."""
+        return torch.einsum("bd,bnmd->bnm", query, keys).logsumexp(dim=-1)
+
+
+def block_scores(query: Tensor, keys: Tensor) -> Tensor:
+    """(Q, key_dim) queries against (N, M, key_dim) stored keys -> (Q, N) block scores, as `Indexer.scores`."""
+    n, m, d = keys.shape
+    scores = (keys.reshape(n * m, d) @ query.T).view(n, m, -1)
+    return (scores[:, 0] if m == 1 else scores.logsumexp(dim=1)).T
 
 
 def distill_loss(scores: Tensor, teacher: Tensor) -> Tensor:

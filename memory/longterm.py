@@ -1,7 +1,9 @@
 """Long-term memory on disk: append-only safetensors shards of (key, value) rows and a checksummed manifest.
 
 DIR/manifest.json lists the shards in order with their row count and sha256; each
-DIR/shard_NNNNNN.safetensors holds "keys" (rows, key_dim) and "values" (rows, value_dim), float32.
+DIR/shard_NNNNNN.safetensors holds "keys" (rows, key_vectors * key_dim) and "values" (rows, value_dim),
+float32. A row (a block) has `key_vectors` keys, one per compressed latent; its score against a query
+is the log-sum-exp of theirs (`block_scores`, as the indexer scores a pool).
 A shard is written to a temporary file, fsynced and renamed into place; only then is the manifest
 rewritten (atomically) to list it. The manifest is the commit point: a shard file it does not list
 (a crash between the shard's rename and the manifest update) is ignored, reported in `orphans`, and
@@ -23,6 +25,7 @@ from torch import Tensor
 from th1nker.errors import DataError
 from th1nker.io import atomic_write, atomic_write_json
 from th1nker.memory.cache import BlockCache
+from th1nker.memory.indexer import block_scores
 
 MANIFEST = "manifest.json"
 VERSION = 1
@@ -37,16 +40,17 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _write_manifest(path: Path, key_dim: int, value_dim: int, meta: dict, shards: list[dict]) -> None:
-    atomic_write_json(path / MANIFEST, {"version": VERSION, "key_dim": key_dim, "value_dim": value_dim,
-                                        "meta": meta, "shards": shards})
+def _write_manifest(path: Path, key_dim: int, key_vectors: int, value_dim: int, meta: dict,
+                    shards: list[dict]) -> None:
+    atomic_write_json(path / MANIFEST, {"version": VERSION, "key_dim": key_dim, "key_vectors": key_vectors,
+                                        "value_dim": value_dim, "meta": meta, "shards": shards})
 
 
 class LongTermMemory:
     """An append-only store of rows: a key to search by inner product and a value to read.
 
     `LongTermMemory(dir)` opens and verifies a store (DataError naming every corrupt shard);
-    `LongTermMemory.create(dir, key_dim, value_dim)` starts one. Shards are memory-mapped through
+    `LongTermMemory.create(dir, key_dim, value_dim, key_vectors=1)` starts one. Shards are memory-mapped through
     safetensors `safe_open`: search streams the keys in chunks, reads fetch single rows.
     """
 
@@ -54,6 +58,7 @@ class LongTermMemory:
         self.path = Path(path)
         manifest = self._read_manifest()
         self.key_dim, self.value_dim = manifest["key_dim"], manifest["value_dim"]
+        self.key_vectors: int = manifest.get("key_vectors", 1)
         self.meta: dict = manifest.get("meta", {})
         self.shards: list[dict] = manifest["shards"]
         self._verify()
@@ -66,26 +71,35 @@ class LongTermMemory:
 
     @classmethod
     def create(cls, path: str | Path, key_dim: int, value_dim: int, meta: dict | None = None,
-               cache: BlockCache | None = None) -> "LongTermMemory":
+               cache: BlockCache | None = None, key_vectors: int = 1) -> "LongTermMemory":
         """An empty store in `path` (created; must not hold a store already)."""
         path = Path(path)
         if (path / MANIFEST).exists():
             raise DataError(f"{path}: a long-term memory exists there already; open it, or choose another folder")
-        _write_manifest(path, key_dim, value_dim, meta or {}, [])
+        _write_manifest(path, key_dim, key_vectors, value_dim, meta or {}, [])
         return cls(path, cache)
 
     # -- writing ---------------------------------------------------------------------------------
+    @property
+    def key_width(self) -> int:
+        """Width of a stored key row: key_vectors keys of key_dim."""
+        return self.key_vectors * self.key_dim
+
     def append(self, keys: Tensor, values: Tensor) -> None:
-        """Add rows as one new shard: (n, key_dim) keys and (n, value_dim) values."""
+        """Add rows as one new shard: keys (n, key_vectors, key_dim) (or (n, key_dim) with one key per
+        row) and values (n, value_dim)."""
         n = keys.shape[0]
-        if keys.shape != (n, self.key_dim) or values.shape != (n, self.value_dim) or n == 0:
-            raise DataError(f"{self.path}: append expects keys (n, {self.key_dim}) and values (n, {self.value_dim}) "
+        if keys.shape[1:] not in ((self.key_vectors, self.key_dim), (self.key_width,)) \
+                or values.shape != (n, self.value_dim) or n == 0:
+            want = f"(n, {self.key_vectors}, {self.key_dim})" if self.key_vectors > 1 else f"(n, {self.key_dim})"
+            raise DataError(f"{self.path}: append expects keys {want} and values (n, {self.value_dim}) "
                             f"with n > 0, got {tuple(keys.shape)} and {tuple(values.shape)}")
         name = f"shard_{len(self.shards):06d}.safetensors"
-        tensors = {"keys": keys.detach().float().cpu().contiguous(), "values": values.detach().float().cpu().contiguous()}
+        tensors = {"keys": keys.detach().float().cpu().reshape(n, self.key_width).contiguous(),
+                   "values": values.detach().float().cpu().contiguous()}
         atomic_write(self.path / name, lambda tmp: save_file(tensors, str(tmp)))
         self.shards.append({"file": name, "rows": n, "sha256": sha256(self.path / name)})
-        _write_manifest(self.path, self.key_dim, self.value_dim, self.meta, self.shards)
+        _write_manifest(self.path, self.key_dim, self.key_vectors, self.value_dim, self.meta, self.shards)
         self.orphans = [o for o in self.orphans if o != name]
         self._starts = self._offsets()
 
@@ -95,7 +109,8 @@ class LongTermMemory:
 
     def search(self, query: Tensor, k: int, backend: str = "torch") -> tuple[Tensor, Tensor]:
         """The k rows whose keys score highest against each (Q, key_dim) query, best first:
-        (scores, row ids), each (Q, k). backend: "torch" (exact) or "faiss" (approximate, IVF)."""
+        (scores, row ids), each (Q, k). backend: "torch" (exact) or "faiss" (approximate, IVF; a row
+        with several keys scores as its best key)."""
         if len(self) == 0:
             raise DataError(f"{self.path}: the long-term memory is empty; add rows with `th1nker memory build`")
         if query.shape[-1] != self.key_dim:
@@ -112,8 +127,8 @@ class LongTermMemory:
         return scores.to(query.device), rows.to(query.device)
 
     def key_chunks(self, chunk: int | None = None, per_shard: int | None = None):
-        """(first row id, (n, key_dim) keys) over the store (the first `per_shard` rows of each shard
-        when given), `chunk` rows at a time (default CHUNK)."""
+        """(first row id, (n, key_vectors * key_dim) keys) over the store (the first `per_shard` rows of
+        each shard when given), `chunk` rows at a time (default CHUNK)."""
         chunk = chunk or CHUNK
         for s, start in zip(self.shards, self._starts):
             keys, rows = self._handle(s["file"]).get_slice("keys"), min(s["rows"], per_shard or s["rows"])
@@ -122,7 +137,7 @@ class LongTermMemory:
 
     def read(self, name: str, rows: Tensor) -> Tensor:
         """Rows of "keys" or "values" by id, any shape of ids: (*rows.shape, width). Values go through the cache."""
-        width = {"keys": self.key_dim, "values": self.value_dim}[name]
+        width = {"keys": self.key_width, "values": self.value_dim}[name]
         cache = self.cache if name == "values" else None
         out = []
         for row in rows.flatten().tolist():
@@ -138,7 +153,7 @@ class LongTermMemory:
     def _exact(self, q: Tensor, k: int) -> tuple[Tensor, Tensor]:
         best_s, best_i = q.new_empty(q.shape[0], 0), torch.empty(q.shape[0], 0, dtype=torch.long)
         for start, keys in self.key_chunks():
-            top = (q @ keys.T).topk(min(k, keys.shape[0]), dim=1)
+            top = block_scores(q, keys.view(-1, self.key_vectors, self.key_dim)).topk(min(k, keys.shape[0]), dim=1)
             cand_s, cand_i = torch.cat([best_s, top.values], 1), torch.cat([best_i, top.indices + start], 1)
             best_s, j = cand_s.topk(min(k, cand_s.shape[1]), dim=1)
             best_i = cand_i.gather(1, j)

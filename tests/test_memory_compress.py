@@ -6,6 +6,7 @@ from pydantic import ValidationError
 
 from th1nker.errors import DataError
 from th1nker.memory import CompressConfig, Compressor, Indexer, LongTermMemory, distill_loss
+from th1nker.memory.indexer import block_scores
 from th1nker.model import Th1nker
 from th1nker.recipe import load_recipe
 from th1nker.tasks import make_task
@@ -49,9 +50,19 @@ def test_indexer_shapes_and_detached_inputs():
     latent = torch.randn(2, 3, 16, requires_grad=True)
     blocks = torch.randn(2, 5, 4, 16, requires_grad=True)
     scores = idx.scores(idx.query(latent), idx.key(blocks))
-    assert idx.query(latent).shape == (2, 8) and idx.key(blocks).shape == (2, 5, 8) and scores.shape == (2, 5)
+    assert idx.query(latent).shape == (2, 8) and idx.key(blocks).shape == (2, 5, 4, 8) and scores.shape == (2, 5)
     scores.sum().backward()
     assert latent.grad is None and blocks.grad is None
+
+
+def test_block_scores_have_the_form_of_the_read_attention_share():
+    """softmax over blocks of log-sum-exp scores = a softmax over every latent, summed per block; the
+    pool form (Indexer.scores) and the store form (block_scores) agree."""
+    query, keys = torch.randn(1, 8), torch.randn(1, 5, 3, 8)
+    scores = Indexer.scores(query, keys)
+    share = (keys[0].flatten(0, 1) @ query[0]).softmax(0).view(5, 3).sum(1)
+    assert torch.allclose(scores.softmax(-1)[0], share, atol=1e-6)
+    assert torch.allclose(block_scores(query, keys[0]), scores, atol=1e-5)
 
 
 def test_a_distillation_step_lowers_the_kl():
@@ -125,7 +136,8 @@ def test_read_longterm_searches_a_store_on_disk(tmp_path):
     blocks = batch.inputs["memory"].flatten(0, 1)
     with torch.no_grad():
         latents = block.compressor(blocks)
-        store = LongTermMemory.create(tmp_path / "m", block.indexer.key_dim, latents[0].numel())
+        store = LongTermMemory.create(tmp_path / "m", block.indexer.key_dim, latents[0].numel(),
+                                      key_vectors=block.compressor.latents)
         store.append(block.indexer.key(latents), latents.flatten(1))
         thought = model.blocks["read"](model.start(batch))
         thought.longterm = store

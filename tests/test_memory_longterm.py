@@ -45,6 +45,19 @@ def test_topk_equals_brute_force(tmp_path, monkeypatch, chunk):
     assert store.search(query, 1000)[1].shape == (6, 164)  # k larger than the store: every row
 
 
+def test_rows_with_several_keys_score_by_log_sum_exp(tmp_path):
+    store = LongTermMemory.create(tmp_path / "m", 8, 2, key_vectors=3)
+    keys = torch.randn(40, 3, 8)
+    store.append(keys[:25], torch.zeros(25, 2))
+    store.append(keys[25:].flatten(1), torch.zeros(15, 2))  # a flat row of keys is accepted too
+    query = torch.randn(4, 8)
+    scores, rows = LongTermMemory(tmp_path / "m").search(query, 5)
+    brute = torch.einsum("qd,nvd->qnv", query, keys).logsumexp(-1).topk(5, dim=1)
+    assert torch.equal(rows, brute.indices) and torch.allclose(scores, brute.values, atol=1e-5)
+    with pytest.raises(DataError, match=r"keys \(n, 3, 8\)"):
+        store.append(torch.randn(2, 8), torch.zeros(2, 2))
+
+
 def test_a_corrupt_shard_is_named_when_the_store_opens(tmp_path):
     _store(tmp_path / "m")
     shard = tmp_path / "m" / "shard_000001.safetensors"
@@ -110,6 +123,19 @@ def test_faiss_search_matches_exact_when_it_probes_every_list(tmp_path):
     assert torch.equal(rows, (query @ keys.T).topk(5, dim=1).indices)
     scores, rows = store.search(query, 5, backend="faiss")  # the default index: approximate
     assert rows.shape == (5, 5) and bool((scores[:, :-1] >= scores[:, 1:]).all())
+
+
+def test_faiss_ranks_a_row_with_several_keys_by_its_best_key(tmp_path):
+    pytest.importorskip("faiss")
+    from th1nker.memory.faiss_index import FaissIndex
+
+    store = LongTermMemory.create(tmp_path / "m", 16, 1, key_vectors=4)
+    keys = torch.randn(200, 4, 16)
+    store.append(keys, torch.zeros(200, 1))
+    query = torch.randn(5, 16)
+    scores, rows = FaissIndex(store, nlist=4, nprobe=4).search(query, 6)  # every list probed: exact over keys
+    best = torch.einsum("qd,nvd->qnv", query, keys).amax(-1).topk(6, dim=1)
+    assert torch.equal(rows, best.indices) and torch.allclose(scores, best.values, atol=1e-4)
 
 
 def test_faiss_missing_gives_a_clear_error(tmp_path, monkeypatch):

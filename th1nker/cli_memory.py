@@ -45,7 +45,8 @@ def build(recipe: Path, corpus: Path = typer.Option(..., help="the corpus file, 
 @user_errors
 def query(store_dir: Path = typer.Argument(..., metavar="DIR"),
           text: Optional[str] = typer.Option(None, help="a question, as the task writes it; the model reads the memory"),
-          key_index: Optional[int] = typer.Option(None, help="search with the key stored at this row"),
+          key_index: Optional[int] = typer.Option(None, help="search with the key stored at this row (the mean "
+                                                  "of its keys when it has several)"),
           k: int = typer.Option(8, help="rows to list (--key-index)"),
           steps: Optional[int] = typer.Option(None, help="thinking steps (--text; default: the recipe's)")):
     """Search a memory with a stored key, or let its model answer a question from it."""
@@ -57,7 +58,8 @@ def query(store_dir: Path = typer.Argument(..., metavar="DIR"),
         raise typer.BadParameter("give exactly one of --text and --key-index")
     store = LongTermMemory(store_dir, cache=BlockCache(1024))
     if key_index is not None:
-        scores, rows = store.search(store.read("keys", torch.tensor([key_index])), k)
+        keys = store.read("keys", torch.tensor([key_index])).view(store.key_vectors, store.key_dim)
+        scores, rows = store.search(keys.mean(dim=0, keepdim=True), k)
         table = Table(title=f"rows nearest to row {key_index}'s key")
         for col in ("rank", "row", "score"):
             table.add_column(col, justify="right")
@@ -79,7 +81,8 @@ def stats(store_dir: Path = typer.Argument(..., metavar="DIR"),
     from th1nker.memory import LongTermMemory
 
     store = LongTermMemory(store_dir)
-    info = {"rows": len(store), "shards": len(store.shards), "key_dim": store.key_dim, "value_dim": store.value_dim,
+    info = {"rows": len(store), "shards": len(store.shards), "key_dim": store.key_dim,
+            "key_vectors": store.key_vectors, "value_dim": store.value_dim,
             "bytes": sum((store.path / s["file"]).stat().st_size for s in store.shards),
             "unlisted_files": store.orphans, "meta": store.meta}
     if as_json:
