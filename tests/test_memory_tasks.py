@@ -52,11 +52,16 @@ def test_kv_facts_questions_are_answered_by_one_fact_of_the_pool():
     memory = batch.inputs["memory"]
     assert memory.shape == (16, 6, task.chunk)
     facts = memory.view(16, -1, task.key_len + 1)
+    swaps = 0
     for i in range(16):
-        same = (facts[i, :, :-1] == batch.inputs["text"][i]).sum(1)
+        key = batch.inputs["text"][i]
+        same = (facts[i, :, :-1] == key).sum(1)
         hit = same == task.key_len
-        assert int(hit.sum()) == 1 and int((same == task.key_len - 1).sum()) >= 6  # near misses: hard negatives
+        anagram = (facts[i, :, :-1].sort(1).values == key.sort().values).all(1) & ~hit
+        assert int(hit.sum()) == 1 and int(((same == task.key_len - 1) | anagram).sum()) >= 6  # hard negatives
         assert int(facts[i, hit, -1]) - task.symbols == int(batch.target[i])
+        swaps += int(anagram.sum())
+    assert swaps >= 16  # about half of the 6 * 16 hard negatives are the key's symbols in another order
 
 
 def test_kv_facts_corpus_round_trip_and_errors():

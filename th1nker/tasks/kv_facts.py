@@ -3,8 +3,9 @@
 A fact is `key_len` key symbols then its value; `facts` facts make a block of `facts * (key_len + 1)`
 tokens. Each example carries its own pool of `difficulty` blocks with distinct keys as
 batch.inputs["memory"] (B, N, block tokens); the question (the text input) is the key of one fact,
-the target its value (a class). A quarter of the other keys (up to 15) differ from the asked key in
-one symbol only, so that a near match never answers. Text form: keys are letters a..p, values 0..f; a question is a key
+the target its value (a class). A quarter of the other keys (up to 15) are hard negatives: the asked
+key with one symbol changed, or with two of its symbols swapped, so that neither most of the key nor
+its symbols in another order answer. Text form: keys are letters a..p, values 0..f; a question is a key
 (`abcd`); a corpus file holds one fact per line (`abcd 7`), `facts` consecutive lines per block.
 """
 
@@ -61,8 +62,9 @@ class KVFacts(Task):
         return codes
 
     def _near_misses(self, codes: Tensor, asked: Tensor, generator: torch.Generator) -> Tensor:
-        """Replace a quarter of each row's other keys by keys one symbol away from the asked key, so
-        that a question is answered by the exact key, not by most of it (hard negatives)."""
+        """Replace a quarter of each row's other keys by hard negatives of the asked key: half of them
+        one symbol changed, half two symbols swapped (where the two differ), so that a question is
+        answered by the exact key, not by most of it nor by its symbols in another order."""
         n, count = codes.shape
         m = min(count // 4, self.key_len * (self.symbols - 1) // 4)  # at most a quarter of the neighbours
         if m == 0:
@@ -75,12 +77,26 @@ class KVFacts(Task):
         todo = torch.ones(n, dtype=torch.bool)
         while todo.any():
             k = int(todo.sum())
-            place = self.symbols ** (self.key_len - 1 - torch.randint(0, self.key_len, (k, m), generator=generator))
-            digit = base[todo] // place % self.symbols
-            shift = torch.randint(1, self.symbols, (k, m), generator=generator)
-            out[todo] = codes[todo].scatter(1, slots[todo], base[todo] + ((digit + shift) % self.symbols - digit) * place)
+            out[todo] = codes[todo].scatter(1, slots[todo], self._hard_negatives(base[todo], m, generator))
             todo = _repeats(out)
         return out
+
+    def _hard_negatives(self, base: Tensor, m: int, generator: torch.Generator) -> Tensor:
+        """(k, 1) key codes -> (k, m) codes: one symbol changed, or (odd slots) two symbols swapped."""
+        k, length, s = base.shape[0], self.key_len, self.symbols
+        i = torch.randint(0, length, (k, m), generator=generator)
+        place_i = s ** (length - 1 - i)
+        digit_i = base // place_i % s
+        shift = torch.randint(1, s, (k, m), generator=generator)
+        changed = base + ((digit_i + shift) % s - digit_i) * place_i
+        if length < 2:
+            return changed
+        j = (i + torch.randint(1, length, (k, m), generator=generator)) % length
+        place_j = s ** (length - 1 - j)
+        digit_j = base // place_j % s
+        swapped = base + (digit_j - digit_i) * place_i + (digit_i - digit_j) * place_j
+        swap = (torch.arange(m) % 2 == 1) & (digit_i != digit_j)
+        return torch.where(swap, swapped, changed)
 
     def _facts(self, codes: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
         """Key symbols (n, F, key_len), values (n, F) and block token ids (n, F / facts, chunk) for key codes (n, F)."""
