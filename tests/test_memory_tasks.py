@@ -46,11 +46,12 @@ def test_a_streamed_read_sees_two_tokens_per_step_then_nothing():
             assert src is None
 
 
-def test_kv_facts_questions_are_answered_by_one_fact_of_the_pool():
+@pytest.mark.parametrize("blocks, negatives", [(6, 6), (64, 15)])  # 64: more negatives than distinct swaps
+def test_kv_facts_questions_are_answered_by_one_fact_of_the_pool(blocks, negatives):
     task = make_task(TaskConfig(kind="kv_facts"))
-    batch = task.batch(16, 6, torch.Generator().manual_seed(0))
+    batch = task.batch(16, blocks, torch.Generator().manual_seed(0))
     memory = batch.inputs["memory"]
-    assert memory.shape == (16, 6, task.chunk)
+    assert memory.shape == (16, blocks, task.chunk)
     facts = memory.view(16, -1, task.key_len + 1)
     swaps = 0
     for i in range(16):
@@ -58,10 +59,24 @@ def test_kv_facts_questions_are_answered_by_one_fact_of_the_pool():
         same = (facts[i, :, :-1] == key).sum(1)
         hit = same == task.key_len
         anagram = (facts[i, :, :-1].sort(1).values == key.sort().values).all(1) & ~hit
-        assert int(hit.sum()) == 1 and int(((same == task.key_len - 1) | anagram).sum()) >= 6  # hard negatives
+        assert int(hit.sum()) == 1 and int(((same == task.key_len - 1) | anagram).sum()) >= negatives
         assert int(facts[i, hit, -1]) - task.symbols == int(batch.target[i])
         swaps += int(anagram.sum())
-    assert swaps >= 16  # about half of the 6 * 16 hard negatives are the key's symbols in another order
+    assert swaps >= 16  # about half of the hard negatives (at most 6 a key) are its symbols in another order
+
+
+def test_kv_facts_negatives_never_loop_when_the_pool_already_holds_them():
+    """A pool that already holds every swap of the asked key: the drawn keys are redrawn, not the negatives."""
+    task = make_task(TaskConfig(kind="kv_facts"))
+    key = [0, 1, 2, 3]
+    swaps = [key[:i] + [key[j]] + key[i + 1:j] + [key[i]] + key[j + 1:] for i in range(4) for j in range(i + 1, 4)]
+    code = lambda k: sum(d * 16 ** (3 - p) for p, d in enumerate(k))  # noqa: E731
+    drawn = [code(key)] + [code(s) for s in swaps] + [1000 + i for i in range(57)]
+    codes = torch.tensor([drawn, drawn])
+    out = task._near_misses(codes, torch.tensor([0, 0]), torch.Generator().manual_seed(0))
+    assert (out[:, 0] == code(key)).all()
+    assert all(len(set(row.tolist())) == len(row) for row in out)
+    assert all({code(s) for s in swaps} <= set(row.tolist()) for row in out)  # 15 negatives hold all 6 swaps
 
 
 def test_kv_facts_corpus_round_trip_and_errors():

@@ -62,9 +62,8 @@ class KVFacts(Task):
         return codes
 
     def _near_misses(self, codes: Tensor, asked: Tensor, generator: torch.Generator) -> Tensor:
-        """Replace a quarter of each row's other keys by hard negatives of the asked key: half of them
-        one symbol changed, half two symbols swapped (where the two differ), so that a question is
-        answered by the exact key, not by most of it nor by its symbols in another order."""
+        """Replace a quarter of each row's other keys by hard negatives of the asked key, so that a question
+        is answered by the exact key, not by most of it nor by its symbols in another order."""
         n, count = codes.shape
         m = min(count // 4, self.key_len * (self.symbols - 1) // 4)  # at most a quarter of the neighbours
         if m == 0:
@@ -73,30 +72,31 @@ class KVFacts(Task):
         order = torch.rand(n, count, generator=generator)
         order[rows, asked] = 2.0
         slots = order.argsort(dim=1)[:, :m]  # m random slots other than the asked one
-        base, out = codes[rows, asked][:, None], codes.clone()
-        todo = torch.ones(n, dtype=torch.bool)
-        while todo.any():
-            k = int(todo.sum())
-            out[todo] = codes[todo].scatter(1, slots[todo], self._hard_negatives(base[todo], m, generator))
-            todo = _repeats(out)
+        base = codes[rows, asked][:, None]
+        out = codes.scatter(1, slots, self._hard_negatives(base, m, generator))
+        fixed = torch.zeros_like(codes, dtype=torch.bool).scatter(1, slots, True)
+        fixed[rows, asked] = True
+        while (clash := _later_repeats(out, fixed)).any():  # redraw drawn keys that a negative now repeats
+            out[clash] = torch.randint(0, self.symbols ** self.key_len, (int(clash.sum()),), generator=generator)
         return out
 
     def _hard_negatives(self, base: Tensor, m: int, generator: torch.Generator) -> Tensor:
-        """(k, 1) key codes -> (k, m) codes: one symbol changed, or (odd slots) two symbols swapped."""
+        """(k, 1) key codes -> (k, m) distinct codes: up to m // 2 with two differing symbols swapped,
+        the rest with one symbol changed."""
         k, length, s = base.shape[0], self.key_len, self.symbols
-        i = torch.randint(0, length, (k, m), generator=generator)
-        place_i = s ** (length - 1 - i)
-        digit_i = base // place_i % s
-        shift = torch.randint(1, s, (k, m), generator=generator)
-        changed = base + ((digit_i + shift) % s - digit_i) * place_i
-        if length < 2:
-            return changed
-        j = (i + torch.randint(1, length, (k, m), generator=generator)) % length
-        place_j = s ** (length - 1 - j)
-        digit_j = base // place_j % s
-        swapped = base + (digit_j - digit_i) * place_i + (digit_i - digit_j) * place_j
-        swap = (torch.arange(m) % 2 == 1) & (digit_i != digit_j)
-        return torch.where(swap, swapped, changed)
+        place = s ** torch.arange(length - 1, -1, -1)
+        digits = base // place % s  # (k, length)
+        position, shift = torch.cartesian_prod(torch.arange(length), torch.arange(1, s)).T
+        changed = base + ((digits[:, position] + shift) % s - digits[:, position]) * place[position]
+        i, j = torch.triu_indices(length, length, 1)
+        di, dj = digits[:, i], digits[:, j]
+        swapped = base + (dj - di) * place[i] + (di - dj) * place[j]
+        n_swap = min(m // 2, len(i))
+        pick = torch.where(di != dj, torch.rand(di.shape, generator=generator), 2.0).argsort(dim=1)[:, :n_swap]
+        candidates = torch.cat([swapped.gather(1, pick),
+                                changed.gather(1, torch.rand(changed.shape, generator=generator).argsort(dim=1)[:, :m])], 1)
+        usable = torch.cat([(di != dj).gather(1, pick), torch.ones(k, m, dtype=torch.bool)], 1)
+        return candidates.gather(1, (~usable).to(torch.uint8).argsort(dim=1, stable=True)[:, :m])
 
     def _facts(self, codes: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
         """Key symbols (n, F, key_len), values (n, F) and block token ids (n, F / facts, chunk) for key codes (n, F)."""
@@ -136,6 +136,16 @@ class KVFacts(Task):
             raise DataError(f"{source}: {len(rows)} facts; a block holds {self.facts}, so the count must be a "
                             f"positive multiple of {self.facts}")
         return torch.tensor(rows).reshape(-1, self.chunk)
+
+
+def _later_repeats(codes: Tensor, fixed: Tensor) -> Tensor:
+    """(n, count) True on each repeat of a code within its row, never on a `fixed` entry (fixed entries
+    are distinct, and sort first among equal codes)."""
+    order = (codes * 2 + (~fixed)).argsort(dim=1)
+    ordered = codes.gather(1, order)
+    repeat = torch.zeros_like(fixed)
+    repeat[:, 1:] = ordered[:, 1:] == ordered[:, :-1]
+    return torch.zeros_like(fixed).scatter(1, order, repeat)
 
 
 def _repeats(codes: Tensor) -> Tensor:
