@@ -1,9 +1,10 @@
-"""Top-k over a large on-disk long-term memory: exact torch search vs faiss IVF, latency and recall.
+"""Top-k over a large on-disk long-term memory: exact torch search vs faiss (flat, IVF, HNSW), latency and recall.
 
 10^6 keys of width 256 (a mixture of 4096 Gaussian clusters, as learned keys cluster) in 64k-row
 safetensors shards; queries are stored keys plus noise. Exact search streams the memory-mapped shards
-through chunked matmuls and a running torch.topk merge; faiss (when importable) builds an IVF-flat
-index and probes `nprobe` lists. Recall@k is measured against the exact top-k.
+through chunked matmuls and a running torch.topk merge; faiss (when importable) builds a flat index
+(brute force), an IVF-flat index probed at several `nprobe`, and an HNSW graph searched at several
+`efSearch`. Recall@k is measured against the exact top-k.
 
     python benchmarks/memory_topk.py [--quick]
 """
@@ -81,17 +82,27 @@ def main() -> None:
             results["faiss"] = "not installed (pip install 'th1nker[memory]')"
         else:
             faiss.omp_set_num_threads(args.threads)
-            start = time.perf_counter()
-            index = FaissIndex(store)
-            build_s = time.perf_counter() - start
-            results["faiss_ivf"] = {"nlist": index.index.nlist, "build_s": round(build_s, 1), "by_nprobe": {}}
-            for nprobe in (4, 16, 64):
-                index.index.nprobe = nprobe
+
+            def measure(index) -> dict:
                 batch_s, (_, found) = timed(lambda: index.search(queries, args.k), repeats)
                 one_s, _ = timed(lambda: index.search(queries[:1], args.k), repeats)
-                results["faiss_ivf"]["by_nprobe"][str(nprobe)] = {
-                    "batch_ms": round(1e3 * batch_s, 2), "one_query_ms": round(1e3 * one_s, 2),
-                    f"recall@{args.k}": round(recall(found, exact), 4)}
+                return {"batch_ms": round(1e3 * batch_s, 2), "one_query_ms": round(1e3 * one_s, 2),
+                        f"recall@{args.k}": round(recall(found, exact), 4)}
+
+            for kind, knob, values in (("flat", None, [None]), ("ivf", "nprobe", (4, 16, 64)),
+                                       ("hnsw", "efSearch", (16, 64, 256))):
+                start = time.perf_counter()
+                index = FaissIndex(store, kind)
+                entry = results[f"faiss_{kind}"] = {"build_s": round(time.perf_counter() - start, 1)}
+                if kind == "ivf":
+                    entry["nlist"] = index.index.nlist
+                for value in values:
+                    if knob is None:
+                        entry.update(measure(index))
+                        continue
+                    setattr(index.index if kind == "ivf" else index.index.hnsw, knob, value)
+                    entry.setdefault(f"by_{knob}", {})[str(value)] = measure(index)
+                del index
         print(json.dumps({
             "benchmark": "memory_topk",
             "what": f"top-{args.k} by inner product over {rows} on-disk keys of width {args.dim}; "

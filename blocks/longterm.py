@@ -37,7 +37,8 @@ class ReadLongTermLayer(ReadLayer):
         dense_train: bool = Field(True, description="training reads the whole pool; false: the indexer's top-k")
         distractors: int = Field(0, ge=0, description="training: the pools of this many other examples of the batch "
                                  "join each pool (in-batch negatives), to learn to pick one block among many")
-        search: Literal["torch", "faiss"] = Field("torch", description="top-k over an on-disk store: exact, or faiss IVF")
+        search: Literal["torch", "faiss_ivf", "faiss_hnsw", "faiss_flat"] = Field(
+            "torch", description="top-k over an on-disk store: exact in torch, or a faiss index (IVF, HNSW, flat)")
 
     def __init__(self, config, ctx: BuildContext):
         if config.mode != "attention":

@@ -1,4 +1,4 @@
-"""Approximate top-k over a long-term memory's keys with faiss (optional: `pip install 'th1nker[memory]'`)."""
+"""Top-k over a long-term memory's keys with faiss (IVF, HNSW or flat) (optional: `pip install 'th1nker[memory]'`)."""
 
 from __future__ import annotations
 
@@ -21,25 +21,38 @@ def load_faiss():
     return faiss
 
 
-class FaissIndex:
-    """An IVF-flat inner-product index over every key of a LongTermMemory (built once, in memory).
+KINDS = ("ivf", "hnsw", "flat")
 
-    `nlist` coarse clusters (default sqrt(keys)) trained on up to `train_rows` keys spread over the
-    shards; a query scans the `nprobe` nearest clusters. A row with several keys is indexed by each
-    and scores as its best one (the exact search's log-sum-exp, approximated by its largest term).
+
+class FaissIndex:
+    """A faiss inner-product index over every key of a LongTermMemory (built once, in memory).
+
+    kind "ivf": `nlist` coarse clusters (default sqrt(keys)) trained on up to `train_rows` keys spread
+    over the shards; a query scans the `nprobe` nearest. "hnsw": a graph with `hnsw_m` links per key,
+    searched with `ef_search` candidates. "flat": exact, brute force. A row with several keys is indexed
+    by each and scores as its best one (the exact search's log-sum-exp, approximated by its largest term).
     """
 
-    def __init__(self, memory, nlist: int | None = None, nprobe: int = 16, train_rows: int = 1 << 16):
+    def __init__(self, memory, kind: str = "ivf", nlist: int | None = None, nprobe: int = 16,
+                 hnsw_m: int = 32, ef_search: int = 64, train_rows: int = 1 << 16):
         faiss = load_faiss()
-        self.rows, self.key_vectors, dim = len(memory), memory.key_vectors, memory.key_dim
-        nlist = nlist or max(1, min(4096, int(math.sqrt(self.rows * self.key_vectors))))
-        self.index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
-        per_shard = max(1, train_rows // max(1, len(memory.shards) * self.key_vectors))
-        sample = torch.cat([keys for _, keys in memory.key_chunks(per_shard=per_shard)])
-        self.index.train(np.ascontiguousarray(sample.reshape(-1, dim).numpy()))
+        if kind not in KINDS:
+            raise RecipeError(f"faiss index kind {kind!r}: choose one of {', '.join(KINDS)}")
+        self.kind, self.rows, self.key_vectors, dim = kind, len(memory), memory.key_vectors, memory.key_dim
+        if kind == "ivf":
+            nlist = nlist or max(1, min(4096, int(math.sqrt(self.rows * self.key_vectors))))
+            self.index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
+            per_shard = max(1, train_rows // max(1, len(memory.shards) * self.key_vectors))
+            sample = torch.cat([keys for _, keys in memory.key_chunks(per_shard=per_shard)])
+            self.index.train(np.ascontiguousarray(sample.reshape(-1, dim).numpy()))
+            self.index.nprobe = nprobe
+        elif kind == "hnsw":
+            self.index = faiss.IndexHNSWFlat(dim, hnsw_m, faiss.METRIC_INNER_PRODUCT)
+            self.index.hnsw.efSearch = ef_search
+        else:
+            self.index = faiss.IndexFlatIP(dim)
         for _, keys in memory.key_chunks():  # key j of row i is vector i * key_vectors + j
             self.index.add(np.ascontiguousarray(keys.reshape(-1, dim).numpy()))
-        self.index.nprobe = nprobe
 
     def search(self, query: Tensor, k: int) -> tuple[Tensor, Tensor]:
         """(scores, row ids), each (Q, k), best first; a slot with no hit repeats the best row at -inf."""

@@ -109,21 +109,24 @@ class LongTermMemory:
 
     def search(self, query: Tensor, k: int, backend: str = "torch") -> tuple[Tensor, Tensor]:
         """The k rows whose keys score highest against each (Q, key_dim) query, best first:
-        (scores, row ids), each (Q, k). backend: "torch" (exact) or "faiss" (approximate, IVF; a row
-        with several keys scores as its best key)."""
+        (scores, row ids), each (Q, k). backend: "torch" (exact), or "faiss_ivf" / "faiss_hnsw"
+        (approximate) / "faiss_flat" (exact); with faiss a row with several keys scores as its best key."""
         if len(self) == 0:
             raise DataError(f"{self.path}: the long-term memory is empty; add rows with `th1nker memory build`")
         if query.shape[-1] != self.key_dim:
             raise DataError(f"{self.path}: queries of width {query.shape[-1]} do not fit keys of width {self.key_dim}")
         k = min(k, len(self))
-        if backend == "faiss":
+        if backend.startswith("faiss_"):
             from th1nker.memory.faiss_index import FaissIndex
 
-            if self._faiss is None or self._faiss.rows != len(self):
-                self._faiss = FaissIndex(self)
+            kind = backend.removeprefix("faiss_")
+            if self._faiss is None or self._faiss.rows != len(self) or self._faiss.kind != kind:
+                self._faiss = FaissIndex(self, kind)
             scores, rows = self._faiss.search(query, k)
-        else:
+        elif backend == "torch":
             scores, rows = self._exact(query.detach().float().cpu(), k)
+        else:
+            raise DataError(f"{self.path}: search backend {backend!r}: choose torch, faiss_ivf, faiss_hnsw or faiss_flat")
         return scores.to(query.device), rows.to(query.device)
 
     def key_chunks(self, chunk: int | None = None, per_shard: int | None = None):

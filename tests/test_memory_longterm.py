@@ -121,8 +121,17 @@ def test_faiss_search_matches_exact_when_it_probes_every_list(tmp_path):
     query = torch.randn(5, 16)
     _, rows = index.search(query, 5)
     assert torch.equal(rows, (query @ keys.T).topk(5, dim=1).indices)
-    scores, rows = store.search(query, 5, backend="faiss")  # the default index: approximate
+    scores, rows = store.search(query, 5, backend="faiss_ivf")  # the default index: approximate
     assert rows.shape == (5, 5) and bool((scores[:, :-1] >= scores[:, 1:]).all())
+
+
+@pytest.mark.parametrize("kind", ["flat", "hnsw"])
+def test_faiss_flat_and_hnsw_find_the_exact_top_k_of_a_small_store(tmp_path, kind):
+    pytest.importorskip("faiss")
+    store, keys, _ = _store(tmp_path / "m", shards=(300, 300), key_dim=16)
+    query = torch.randn(5, 16)
+    _, rows = store.search(query, 5, backend=f"faiss_{kind}")  # HNSW searches 64 candidates among 600 keys
+    assert torch.equal(rows, (query @ keys.T).topk(5, dim=1).indices)
 
 
 def test_faiss_ranks_a_row_with_several_keys_by_its_best_key(tmp_path):
@@ -142,4 +151,4 @@ def test_faiss_missing_gives_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "faiss", None)
     store, _, _ = _store(tmp_path / "m")
     with pytest.raises(RecipeError, match=r"pip install 'th1nker\[memory\]'"):
-        store.search(torch.randn(1, 8), 2, backend="faiss")
+        store.search(torch.randn(1, 8), 2, backend="faiss_ivf")
