@@ -1,9 +1,8 @@
 """Build a long-term memory from a corpus: compress it block by block with a model's read_longterm block.
 
 Row i of the store is corpus block i: keys = the indexer's keys (one per compressed latent), value = the
-compressed latents. Each
-shard is committed on its own, so an interrupted build leaves a store that opens with every completed
-shard, and running the same build again continues after the last one.
+compressed latents. Each shard is committed on its own, so an interrupted build leaves a store that
+opens with every completed shard, and running the same build again continues after the last one.
 """
 
 from __future__ import annotations

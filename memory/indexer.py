@@ -50,6 +50,7 @@ def block_scores(query: Tensor, keys: Tensor) -> Tensor:
     """(Q, key_dim) queries against (N, M, key_dim) stored keys -> (Q, N) block scores, as `Indexer.scores`."""
     n, m, d = keys.shape
     scores = (keys.reshape(n * m, d) @ query.T).view(n, m, -1)
+    # one key per row: skip the log-sum-exp, an identity that doubles the exact search over 10^6 keys
     return (scores[:, 0] if m == 1 else scores.logsumexp(dim=1)).T
 
 
