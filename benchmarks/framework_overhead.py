@@ -65,8 +65,8 @@ def main():
 
     from th1nker.recipe import load_recipe
     from th1nker.tasks import make_task
-    from th1nker.train.loop import Trainer
-    from th1nker.train.tbptt import window_plan
+    from th1nker.plans import PLANS
+    from th1nker.train.loop import Trainer, TorchRng
 
     recipe = load_recipe(ROOT / "recipes" / "multistep.yaml", ["train.ema=null", "train.optimizer.warmup=0",
                                                                 "tracking.enabled=false"])
@@ -82,11 +82,11 @@ def main():
         return framework.train_update()["loss"]
 
     def plain_once():
-        # replay exactly the draws the framework makes: batch, plan, then the initial latent
+        # replay exactly the draws the framework makes: plan, batch, then the initial latent
         g = plain.generator
+        plan = PLANS["progressive"](recipe.train.tbptt, recipe.schedule.steps, TorchRng(g))
+        n_free, k = (plan[0].steps, plan[1].steps) if len(plan) == 2 else (0, plan[0].steps)
         batch = task.train_batch(recipe.train.batch_size, g)
-        plan = window_plan("progressive", recipe.train.tbptt.window, recipe.schedule.steps, g)
-        n_free, k = (plan[0][0], plan[1][0]) if len(plan) == 2 else (0, plan[0][0])
         latent = torch.randn(len(batch), batch.target.shape[1], recipe.model.dim, generator=g)
         return plain_update(plain.model, plain_opt, batch, (n_free, k), latent)
 

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from th1nker.memory import BlockCache, Indexer, LongTermMemory
 from th1nker.memory.indexer import block_scores
 from th1nker.recipe import load_recipe
-from th1nker.schedule import make_schedule
+from th1nker.loop import run_to_end
 from th1nker.tasks import make_task
 from th1nker.tasks.base import Batch
 from th1nker.train.evaluate import accuracy_by_steps
@@ -86,9 +86,7 @@ def answer_from_store(model, store: LongTermMemory, questions: torch.Tensor, ans
     g = torch.Generator().manual_seed(0)
     thought = model.start(batch, g)
     thought.longterm = store
-    schedule = make_schedule(model.recipe.schedule, model, g)
-    for _ in range(model.recipe.schedule.steps):
-        thought = model.step(thought, schedule)
+    thought = run_to_end(model, batch, generator=g, thought=thought)
     return float((model.prediction(thought) == answers).float().mean())
 
 

@@ -24,7 +24,7 @@ import yaml
 
 from th1nker.memory import LatentStore
 from th1nker.recipe import validate_recipe
-from th1nker.schedule import make_schedule
+from th1nker.loop import StepEnd, think
 from th1nker.tasks import make_task
 from th1nker.train.loop import Trainer
 
@@ -69,12 +69,11 @@ def accuracy(model, task, difficulties, horizon: int, n: int, store: str | None 
         batch = task.eval_batch(d, n)
         g = torch.Generator().manual_seed(1234)
         thought = model.start(batch, g, store=PerturbedStore(store) if store else None)
-        schedule = make_schedule(model.recipe.schedule, model, g)
         at = {}
-        for step in range(1, horizon + 1):
-            thought = model.step(thought, schedule)
-            if step in (d + 1, horizon):
-                at[step] = round(float(task.score(model.prediction(thought), batch).float().mean()), 4)
+        for event in think(model, batch, steps=horizon, generator=g, thought=thought):
+            step = event.thought.step
+            if isinstance(event, StepEnd) and step in (d + 1, horizon):
+                at[step] = round(float(task.score(model.prediction(event.thought), batch).float().mean()), 4)
         out[str(d)] = [at.get(d + 1), at[horizon]]
     return out
 

@@ -1,13 +1,23 @@
-"""The block library: read, process, output and probe layers. Import as `th1nker.blocks`."""
+"""The block library: read, process, output and probe layers. Import as `th1nker.blocks`.
 
-from th1nker.blocks.base import Block, BuildContext
-from th1nker.blocks.output import ClassOutput, OutputLayer, TokenOutput
-from th1nker.blocks.probe import Probe
-from th1nker.blocks.process import ProcessLayer
-from th1nker.blocks.read import AudioRead, ImageRead, InputRead, ReadLatentLayer, ReadLayer, TextRead
-from th1nker.blocks.longterm import ReadLongTermLayer  # noqa: F401  (registers read_longterm)
-from th1nker.blocks.speech import SpeechOutput  # noqa: F401  (registers output_speech)
-from th1nker.blocks.thinker import ThinkerBlock
+Classes are imported on first use (`from th1nker.blocks import ProcessLayer`), so that the recipe
+schema in `th1nker.blocks.configs` can be read without importing torch.
+"""
 
-__all__ = ["Block", "BuildContext", "ReadLayer", "InputRead", "TextRead", "ImageRead", "AudioRead", "ReadLatentLayer",
-           "ProcessLayer", "OutputLayer", "TokenOutput", "ClassOutput", "Probe", "ThinkerBlock"]
+from importlib import import_module
+
+_WHERE = {
+    "Block": "base", "BuildContext": "base",
+    "ReadLayer": "read", "InputRead": "read", "TextRead": "read", "ImageRead": "read", "AudioRead": "read",
+    "ReadLatentLayer": "read", "ReadLongTermLayer": "longterm", "ProcessLayer": "process",
+    "OutputLayer": "output", "TokenOutput": "output", "ClassOutput": "output", "SpeechOutput": "speech",
+    "Probe": "probe", "ThinkerBlock": "thinker",
+}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str):
+    if name not in _WHERE:
+        raise AttributeError(f"module 'th1nker.blocks' has no attribute {name!r}")
+    return getattr(import_module(f"th1nker.blocks.{_WHERE[name]}"), name)

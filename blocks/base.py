@@ -1,4 +1,15 @@
-"""The Block base class: an nn.Module that reads the Thought and returns it updated."""
+"""The Block base class: an nn.Module that reads the Thought and returns it updated.
+
+What a block may do with the Thought (the loop and `Th1nker.run_call` own the rest):
+* read `thought.latent` (the state its call names, with the call's `add` terms already summed in),
+  `inputs`, `store`, `longterm`, `step`, `grid`;
+* write `thought.latent` (read and process blocks: it becomes the state the call writes; output blocks
+  and probes leave it as it was);
+* record predictions with `thought.record(Output(...))` (output blocks);
+* add per-call auxiliary losses to `thought.window.losses` and cache values that must not cross a
+  gradient window in `thought.window.cache`; record what it read from an on-disk store in `thought.reads`.
+A block keeps no loss, cache or schedule state on itself between calls.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +18,7 @@ from typing import ClassVar
 
 from torch import nn
 
-from th1nker.recipe import BlockConfig
+from th1nker.schema import BlockConfig
 from th1nker.tasks.base import TaskSpec
 from th1nker.thought import Thought
 
@@ -20,11 +31,12 @@ class BuildContext:
     dim: int                      # latent width
     spec: TaskSpec                # the task's vocabulary and targets
     actions: tuple[str, ...] = () # block instances a probe may choose between (halt comes after them)
-    slots: int | None = None      # fixed latent length, or None when it follows the input
+    slots: int | None = None      # fixed length of the states it is called on, or None when they follow the input
+    aux_weight: float = 0.01      # weight of balance losses (train.aux_loss_weight)
 
 
 class Block(nn.Module):
-    """A unit of thinking. Subclass, give it a `Config`, decorate with `@register("kind")`."""
+    """A unit of thinking. Subclass, decorate with `@register("kind")` (its `Config` holds its fields)."""
 
     kind: ClassVar[str] = ""
     Config: ClassVar[type[BlockConfig]] = BlockConfig

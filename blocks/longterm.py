@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import math
-from typing import Literal
 
 import torch
-from pydantic import Field
 from torch import Tensor
 
 from th1nker.blocks.base import BuildContext
+from th1nker.blocks.configs import ReadLongTermConfig
 from th1nker.blocks.read import ReadLayer
-from th1nker.errors import DataError, RecipeError
-from th1nker.memory.compress import CompressConfig, Compressor
+from th1nker.errors import DataError
+from th1nker.memory.compress import Compressor
 from th1nker.memory.indexer import Indexer, distill_loss
 from th1nker.registry import register
-from th1nker.thought import Source, Thought
+from th1nker.thought import AuxLoss, Source, Thought
 
 
 @register("read_longterm")
@@ -26,24 +25,11 @@ class ReadLongTermLayer(ReadLayer):
     blocks, compressed here with gradients (trained end to end), or an on-disk LongTermMemory whose
     values are compressed blocks (built by `th1nker memory build`). On a pool, training reads every
     block (dense warm-up) and distils the read attention into the indexer; evaluation reads the top-k.
+    The compressed pool is cached for the gradient window (`thought.window.cache`), so the compressor
+    is trained through every window that reads it.
     """
 
-    class Config(ReadLayer.Config):
-        positions: bool = Field(False, description="rotary positions over the blocks read")
-        top_k: int = Field(4, gt=0, description="blocks read per call")
-        key_dim: int = Field(64, gt=0, description="indexer query/key width")
-        compress: CompressConfig = Field(CompressConfig(), description="how a block of tokens becomes latents")
-        distill: float = Field(1.0, ge=0, description="weight of the indexer's KL to the read attention (training)")
-        dense_train: bool = Field(True, description="training reads the whole pool; false: the indexer's top-k")
-        distractors: int = Field(0, ge=0, description="training: the pools of this many other examples of the batch "
-                                 "join each pool (in-batch negatives), to learn to pick one block among many")
-        search: Literal["torch", "faiss_ivf", "faiss_hnsw", "faiss_flat"] = Field(
-            "torch", description="top-k over an on-disk store: exact in torch, or a faiss index (IVF, HNSW, flat)")
-
-    def __init__(self, config, ctx: BuildContext):
-        if config.mode != "attention":
-            raise RecipeError(f"model.blocks.{ctx.name}.mode: read_longterm attends over the blocks it selects; "
-                              "use mode: attention")
+    def __init__(self, config: ReadLongTermConfig, ctx: BuildContext):
         super().__init__(config, ctx)
         self.compressor = Compressor(config.compress, ctx.spec.vocab, ctx.dim)
         self.indexer = Indexer(ctx.dim, config.key_dim)
@@ -62,9 +48,8 @@ class ReadLongTermLayer(ReadLayer):
         n = blocks.shape[1]
         scores = self.indexer.scores(self.indexer.query(thought.latent), self.indexer.key(blocks))
         if self.training and torch.is_grad_enabled() and self.config.distill:
-            loss = self.config.distill * distill_loss(scores, self.block_attention(thought.latent, blocks))
-            key = f"loss/indexer.{self.name}"
-            thought.aux[key] = thought.aux.get(key, 0) + loss
+            loss = distill_loss(scores, self.block_attention(thought.latent, blocks))
+            thought.window.losses.append(AuxLoss(f"indexer.{self.name}", loss, self.config.distill, reduce="sum"))
         k = n if self.training and self.config.dense_train else min(self.config.top_k, n)
         if k < n:
             top = scores.topk(k, dim=1).indices
@@ -72,14 +57,14 @@ class ReadLongTermLayer(ReadLayer):
         return Source(blocks.flatten(1, 2))
 
     def _compressed(self, thought: Thought, ids: Tensor) -> Tensor:
-        """(B, N, chunk) ids -> (B, N, M, D), compressed once per gradient window (aux is reset between)."""
+        """(B, N, chunk) ids -> (B, N, M, D), compressed once per gradient window."""
         b, n, _ = ids.shape
-        cache = f"blocks/{self.name}"
-        blocks = thought.aux.get(cache) if not self.config.compress.conditioned else None
+        cache = f"compressed/{self.name}"
+        blocks = thought.window.cache.get(cache) if not self.config.compress.conditioned else None
         if blocks is None:
             cond = thought.latent.repeat_interleave(n, 0) if self.config.compress.conditioned else None
             blocks = self.compressor(ids.flatten(0, 1), cond).unflatten(0, (b, n))
-            thought.aux[cache] = blocks
+            thought.window.cache[cache] = blocks
         return blocks
 
     def _read_store(self, thought: Thought, memory) -> Source:
@@ -89,7 +74,7 @@ class ReadLongTermLayer(ReadLayer):
             raise DataError(f"{memory.path}: values of width {memory.value_dim}, but block '{self.name}' reads "
                             f"{m} latents of width {d} ({m * d}); build the store with this recipe")
         _, rows = memory.search(self.indexer.query(thought.latent), self.config.top_k, self.config.search)
-        thought.aux[f"read/{self.name}"] = rows
+        thought.reads[self.name] = rows
         values = memory.read("values", rows.cpu()).to(thought.latent)
         return Source(values.view(b, -1, d))
 

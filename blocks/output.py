@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import torch.nn.functional as F
-from pydantic import Field
 from torch import Tensor, nn
 
 from th1nker.blocks.base import Block, BuildContext
 from th1nker.omni.layers import RMSNorm
-from th1nker.recipe import BlockConfig
 from th1nker.registry import register
 from th1nker.tasks.base import IGNORE
 from th1nker.thought import Output, Thought
@@ -16,9 +14,6 @@ from th1nker.thought import Output, Thought
 
 class OutputLayer(Block):
     """Base output layer: `logits(latent)`, `loss(logits, target)`, `predict(logits)`."""
-
-    class Config(BlockConfig):
-        cost: float = Field(0.25, ge=0, description="compute cost of one call, used by RL rewards")
 
     def __init__(self, config, ctx: BuildContext):
         super().__init__(config, ctx)
@@ -35,7 +30,7 @@ class OutputLayer(Block):
         return logits.argmax(-1)
 
     def forward(self, thought: Thought) -> Thought:
-        thought.outputs.append(Output(thought.step, self.name, self.logits(thought.latent)))
+        thought.record(Output(thought.step, self.name, self.logits(thought.latent)))
         return thought
 
 

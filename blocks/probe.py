@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import torch
-from pydantic import Field
 from torch import Tensor, nn
 
 from th1nker.blocks.base import Block, BuildContext
+from th1nker.blocks.configs import ProbeConfig
 from th1nker.omni.layers import RMSNorm
-from th1nker.recipe import BlockConfig
 from th1nker.registry import register
 from th1nker.thought import Thought
 
@@ -17,12 +16,7 @@ from th1nker.thought import Thought
 class Probe(Block):
     """Logits over the next block plus a halt logit whose bias starts strongly negative."""
 
-    class Config(BlockConfig):
-        cost: float = Field(0.05, ge=0, description="compute cost of one call, used by RL rewards")
-        hidden: int = Field(64, gt=0, description="width of the probe's MLP")
-        halt_bias: float = Field(-5.0, description="initial bias of the halt logit (negative = keep thinking)")
-
-    def __init__(self, config, ctx: BuildContext):
+    def __init__(self, config: ProbeConfig, ctx: BuildContext):
         super().__init__(config, ctx)
         self.actions = ctx.actions
         self.norm = RMSNorm(ctx.dim)
@@ -37,5 +31,5 @@ class Probe(Block):
         return self.net(torch.cat([h.mean(dim=1), h.amax(dim=1)], dim=-1))
 
     def forward(self, thought: Thought) -> Thought:
-        thought.aux["probe_logits"] = self.logits(thought.latent)
+        """A probe changes nothing when called: the probe and policy schedules ask `logits` instead."""
         return thought

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
-from pydantic import Field
 from torch import Tensor, nn
 
 from th1nker.blocks.base import Block, BuildContext
+from th1nker.blocks.configs import ProcessConfig
 from th1nker.errors import DataError, RecipeError
 from th1nker.omni.layers import Attention, RMSNorm, SwiGLU
-from th1nker.recipe import BlockConfig
 from th1nker.registry import register
 from th1nker.thought import Thought
 
@@ -58,19 +55,11 @@ class SelfAttention(nn.Module):
 class ProcessLayer(Block):
     """Transforms the latent: `layers` x (mixer over positions + SwiGLU), pre-norm residual."""
 
-    class Config(BlockConfig):
-        mixer: Literal["attention", "conv1d", "conv2d", "mlp"] = Field("conv1d", description="how positions exchange information")
-        layers: int = Field(2, gt=0, description="mixer+MLP layers per call")
-        kernel: int = Field(3, gt=0, description="convolution kernel size (odd)")
-        heads: int = Field(4, gt=0, description="attention heads (attention mixer)")
-        hidden: int | None = Field(None, gt=0, description="MLP width (default 2 x dim)")
-        norm_out: bool = Field(True, description="RMS-normalise the latent on the way out (bounded over many steps)")
-
-    def __init__(self, config, ctx: BuildContext):
+    def __init__(self, config: ProcessConfig, ctx: BuildContext):
         super().__init__(config, ctx)
         d, hidden = ctx.dim, config.hidden or 2 * ctx.dim
         if config.mixer == "mlp" and ctx.slots is None:
-            raise RecipeError(f"model.blocks.{ctx.name}.mixer: 'mlp' needs a fixed model.latent.slots (an int)")
+            raise RecipeError(f"model.blocks.{ctx.name}.mixer: 'mlp' needs the states it is called on to have a fixed number of slots (model.states.*.slots: an int)")
         self.mixers = nn.ModuleList(self._mixer(config, ctx) for _ in range(config.layers))
         self.mixer_norms = nn.ModuleList(RMSNorm(d) for _ in range(config.layers))
         self.mlps = nn.ModuleList(SwiGLU(d, hidden) for _ in range(config.layers))

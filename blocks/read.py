@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
-from pydantic import Field, model_validator
 from torch import nn
 
 from th1nker.blocks.base import Block, BuildContext
+from th1nker.blocks.configs import ReadConfig
 from th1nker.errors import DataError
 from th1nker.omni.layers import Attention, RMSNorm
-from th1nker.recipe import BlockConfig
 from th1nker.registry import register
 from th1nker.thought import Source, Thought
 
@@ -19,13 +16,7 @@ from th1nker.thought import Source, Thought
 class ReadLayer(Block):
     """Cross-attention from the latent to a source (the base of every read block)."""
 
-    class Config(BlockConfig):
-        mode: Literal["attention", "aligned"] = Field(
-            "attention", description="attention: cross-attend; aligned: source position i feeds latent slot i")
-        heads: int = Field(4, gt=0, description="attention heads")
-        positions: bool = Field(True, description="relative (rotary) positions between latent slots and source")
-
-    def __init__(self, config, ctx: BuildContext):
+    def __init__(self, config: ReadConfig, ctx: BuildContext):
         super().__init__(config, ctx)
         self.norm = RMSNorm(ctx.dim)
         if config.mode == "aligned":
@@ -45,7 +36,7 @@ class ReadLayer(Block):
         if self.config.mode == "aligned":
             if src.tokens.shape[1] != h.shape[1]:
                 raise DataError(f"block '{self.name}': mode 'aligned' needs a source as long as the latent "
-                                f"({src.tokens.shape[1]} vs {h.shape[1]}); set model.latent.slots: input")
+                                f"({src.tokens.shape[1]} vs {h.shape[1]}); set the state's slots: input")
             update = self.mix(torch.cat([h, src.tokens], dim=-1))
         else:
             update = self.attn(h, context=src.tokens, mask=src.mask)
@@ -57,10 +48,6 @@ class InputRead(ReadLayer):
     """Reads one encoded input modality; subclasses set `modality`."""
 
     modality: str = ""
-
-    class Config(ReadLayer.Config):
-        stream: int | None = Field(None, gt=0, description="read this many input tokens per step (step t: tokens "
-                                   "t*stream onwards), nothing once all are read; null = the whole input every step")
 
     def source(self, thought: Thought) -> Source | None:
         if self.modality not in thought.inputs:
@@ -88,15 +75,6 @@ class ImageRead(InputRead):
 
     modality = "image"
 
-    class Config(InputRead.Config):
-        tokens: Literal["all", "cls"] = Field("all", description="all: CLS then every patch token; cls: CLS alone")
-
-        @model_validator(mode="after")
-        def _cls_is_one_token(self):
-            if self.tokens == "cls" and self.stream is not None:
-                raise ValueError("tokens: cls reads one token; stream needs tokens: all")
-            return self
-
     def source(self, thought: Thought) -> Source | None:
         src = super().source(thought)
         return src if self.config.tokens == "all" else Source(src.tokens[:, :1])
@@ -112,9 +90,6 @@ class AudioRead(InputRead):
 @register("read_latent")
 class ReadLatentLayer(ReadLayer):
     """Reads the medium-term store: the latents of earlier steps of this run."""
-
-    class Config(ReadLayer.Config):
-        positions: bool = Field(False, description="rotary positions over stored entries")
 
     def source(self, thought: Thought) -> Source | None:
         tokens = thought.store.tokens() if thought.store is not None else None

@@ -7,10 +7,10 @@ import math
 from pathlib import Path
 
 import torch
-from pydantic import Field
 from torch import Tensor, nn
 
 from th1nker.blocks.base import Block, BuildContext
+from th1nker.blocks.configs import SpeechOutputConfig
 from th1nker.blocks.output import OutputLayer
 from th1nker.errors import DataError, RecipeError
 from th1nker.omni.audio import MelParams, save_wav
@@ -32,15 +32,7 @@ class SpeechOutput(OutputLayer):
     codec is copied in frozen, so a checkpoint carries the codec its Talker was trained with.
     """
 
-    class Config(OutputLayer.Config):
-        dim: int | None = Field(None, gt=0, description="Talker width (default: the model's)")
-        layers: int = Field(2, gt=0, description="Talker decoder layers")
-        heads: int = Field(4, gt=0, description="Talker attention heads")
-        hidden: int | None = Field(None, gt=0, description="Talker MLP width (default 2 x its width)")
-        stop_weight: float = Field(1.0, ge=0, description="weight of the end-of-speech loss")
-        griffin_lim_iters: int = Field(32, gt=0, description="Griffin-Lim iterations when writing a wav")
-
-    def __init__(self, config, ctx: BuildContext):
+    def __init__(self, config: SpeechOutputConfig, ctx: BuildContext):
         Block.__init__(self, config, ctx)  # not OutputLayer's: there is no class head
         spec = ctx.spec
         if not isinstance(spec, SpeechSpec) or spec.codec is None:
@@ -64,7 +56,7 @@ class SpeechOutput(OutputLayer):
         if text is not None and text.mask is not None and text.mask.shape == real.shape:
             real = text.mask.bool()  # the latent follows the input: padding slots say nothing
         context = torch.cat([self.proj(self.norm(latent)), real[..., None].to(latent.dtype)], dim=-1)
-        thought.outputs.append(Output(thought.step, self.name, context))
+        thought.record(Output(thought.step, self.name, context))
         return thought
 
     @staticmethod
@@ -94,7 +86,7 @@ class SpeechOutput(OutputLayer):
 
 def write_speech(model, thought: Thought, path: Path) -> dict:
     """Say the latest output of the model's speech block into the wav `path`; what was written."""
-    outputs = [o for o in thought.outputs if isinstance(model.blocks[o.block], SpeechOutput)]
+    outputs = [o for o in thought.latest.values() if isinstance(model.blocks[o.block], SpeechOutput)]
     if not outputs:
         raise DataError(f"--speak {path}: the recipe has no output_speech block, or it has not run yet")
     block = model.blocks[outputs[-1].block]

@@ -8,45 +8,13 @@ the next level's sequence. `method: mean` replaces every level by mean pooling (
 
 from __future__ import annotations
 
-import math
-from typing import Literal
 
 import torch
-from pydantic import Field, model_validator
 from torch import Tensor, nn
 
 from th1nker.errors import DataError
 from th1nker.omni.layers import Attention, RMSNorm, TransformerBlock
-from th1nker.recipe import Strict
-
-
-class LevelConfig(Strict):
-    segment: int = Field(16, gt=0, description="tokens compressed together")
-    ratio: int = Field(4, gt=0, description="segment tokens per compressed latent")
-
-
-class CompressConfig(Strict):
-    chunk: int = Field(16, gt=0, description="tokens per stored block")
-    levels: list[LevelConfig] = Field([LevelConfig()], min_length=1, description="compression levels, applied in order")
-    method: Literal["tokens", "mean"] = Field("tokens", description="tokens: learned compression tokens; mean: mean pooling")
-    layers: int = Field(1, ge=0, description="process layers per level")
-    heads: int = Field(4, gt=0, description="attention heads")
-    conditioned: bool = Field(False, description="compression also reads the current latent (blocks cannot be precomputed)")
-
-    @model_validator(mode="after")
-    def _lengths_fit(self):
-        length = self.chunk
-        for i, lv in enumerate(self.levels):
-            if lv.segment % lv.ratio or length % lv.segment:
-                raise ValueError(f"levels.{i}: a segment of {lv.segment} must be a multiple of ratio {lv.ratio} "
-                                 f"and divide the {length} tokens that reach this level")
-            length //= lv.ratio
-        return self
-
-    @property
-    def latents(self) -> int:
-        """Compressed latents per block."""
-        return self.chunk // math.prod(lv.ratio for lv in self.levels)
+from th1nker.blocks.configs import CompressConfig, LevelConfig  # noqa: F401  (the recipe fields)
 
 
 class TokenLevel(nn.Module):

@@ -9,50 +9,49 @@ from gymnasium import spaces
 from torch import Tensor
 
 from th1nker.blocks import Probe
-from th1nker.errors import RecipeError
+from th1nker.loop import Decide, think
 from th1nker.recipe import RLConfig
 from th1nker.rl.reward import episode_reward
+from th1nker.schedule import PolicySchedule
 
 
 class BlockChoiceVecEnv:
     """`n` episodes of thinking, each on one example of one difficulty, with a frozen model.
 
-    An action is the next block (an index into `model.graph.actions`) or stop (`len(actions)`), legal as
-    in the probe schedule: a step starts at a start block, follows the graph's edges, ends at an end block
-    within `schedule.max_len` blocks, and stopping is allowed right after an end block. An episode ends
-    when it stops (terminated), takes an illegal action (terminated, scored as wrong), or reaches
-    `schedule.steps` steps or `rl.max_blocks` blocks (truncated). Its reward, given when it ends, trades
-    the correctness of its latest answer against its compute (see `episode_reward`).
+    The episodes are one run of the thinking loop (`th1nker.loop.think`) under a policy schedule whose
+    decisions come from `step`/`advance`. An action is the next block (an index into
+    `model.graph.actions`) or stop (`len(actions)`), legal as in the probe schedule: a step starts at a
+    start block, follows the graph's edges, ends at an end block within `schedule.max_len` blocks, and
+    stopping is allowed right after an end block. Episodes keep the loop's step boundaries: one that
+    has ended its step waits (its action is ignored, reward 0) until every episode has ended it, so
+    each episode sees exactly what it would see alone. An episode ends when it stops (terminated),
+    takes an illegal action (terminated, scored as wrong), or reaches `schedule.steps` steps or
+    `rl.max_blocks` blocks (truncated). Its reward, given when it ends, trades the correctness of its
+    latest answer against its compute (see `episode_reward`).
 
     `reset(seed, options={"batch": Batch})` starts all episodes (on `batch`, or on examples of a random
     training difficulty); `step(actions)` returns numpy (obs, reward, terminated, truncated, info) for
-    all, `advance(actions)` only rewards and ends, as tensors; finished episodes ignore their action
-    and get reward 0. Episodes that chose the same block run it together as a masked update of the
-    batch (`Th1nker.run_block(rows=...)`).
+    all, `advance(actions)` only rewards and ends, as tensors; finished and waiting episodes ignore
+    their action and get reward 0.
     """
 
     def __init__(self, model, task, n: int, config: RLConfig | None = None,
                  difficulties: list[int] | None = None):
         recipe, graph = model.recipe, model.graph
-        if n > 1 and (model.reads_store or any(getattr(b.config, "stream", None) for b in model.blocks.values())):
-            raise RecipeError("model.blocks: episodes in one batch end their thinking steps at different times, "
-                              "but read_latent blocks and streamed reads follow the batch's step counter; "
-                              "run such a recipe one episode at a time (BlockChoiceEnv)")
         self.model, self.task, self.n = model.eval(), task, n
         self.config = config or recipe.rl or RLConfig()
         sched = recipe.schedule
         self.n_actions = len(graph.actions)
         self.max_len, self.max_steps = sched.max_len, sched.steps
-        self.max_blocks = self.config.max_blocks or sched.steps * max(sched.max_len, len(sched.step))
+        self.max_blocks = self.config.max_blocks or sched.steps * max(sched.max_len, len(sched.blocks()))
         self.difficulties = difficulties or list(range(recipe.task.train[0], recipe.task.train[1] + 1))
         self.probe = sched.probe or next((k for k, b in model.blocks.items() if isinstance(b, Probe)), None)
         # the recipe's probe schedule consults the probe at every decision: charge it as that schedule does
         self.decision_cost = model.blocks[sched.probe].cost if sched.kind == "probe" else 0.0
-        self.fixed_cost = sched.steps * sum(model.blocks[b].cost for b in sched.step)
+        self.fixed_cost = sched.steps * sum(model.blocks[b].cost for b in sched.blocks())
         self.device = next(model.parameters()).device
-        self.table, self.start_mask = model.mask_table(), model.start_mask()
-        self.to_end = model.distance_to_end()
         self.is_end = torch.tensor([a in graph.end for a in graph.actions], device=self.device)
+        self.is_output = torch.tensor([model.blocks[a].config.role == "output" for a in graph.actions], device=self.device)
         size = 3 + (self.n_actions + 1) * (2 if self.probe else 1)
         bound = model.dim**0.5  # an RMS-normalised vector has no entry beyond sqrt(dim)
         self.observation_space = spaces.Box(  # one episode's
@@ -74,24 +73,42 @@ class BlockChoiceVecEnv:
             raise ValueError(f"options['batch'] has {len(batch)} examples; this env runs {self.n} episodes")
         self.model.eval()
         self.batch = batch.to(self.device)
-        with torch.no_grad():
-            self.thought = self.model.start(self.batch, self.generator)
         zeros = torch.zeros(self.n, dtype=torch.long, device=self.device)
         self.last = torch.full_like(zeros, self.n_actions + 1)  # last block run; n_actions + 1 = none yet
-        self.pos, self.blocks, self.steps = zeros.clone(), zeros.clone(), zeros.clone()
+        self.blocks, self.steps = zeros.clone(), zeros.clone()
         self.done = torch.zeros(self.n, dtype=torch.bool, device=self.device)
+        self.ended_step = self.done.clone()  # ran an end block in the step in progress
         self.correct = self.done.clone()
         self.answered, self.pred = self.done.clone(), None
         self.confidence = torch.zeros(self.n, device=self.device)
+        self.final_cost = torch.zeros(self.n, device=self.device)
+        schedule = PolicySchedule(None, self.max_len, self.decision_cost)
+        with torch.no_grad():
+            self.run = think(self.model, self.batch, schedule, self.max_steps, generator=self.generator)
+            self._next(None)
         return self.observe(), self._info(self.done, self.done)
 
+    def _next(self, actions: Tensor | None) -> None:
+        """Run the loop on to its next decision (or its end): `self.event`, None once it has ended."""
+        try:
+            event = self.run.send(actions) if actions is not None else next(self.run)
+            while not isinstance(event, Decide):
+                event = next(self.run)
+            self.event, self.thought = event, event.thought
+        except StopIteration as end:
+            self.event, self.thought = None, end.value
+
+    def asked(self) -> Tensor:
+        """(n,) bool: the live episodes whose next block the loop is waiting for."""
+        if self.event is None:
+            return torch.zeros_like(self.done)
+        return self.event.rows & ~self.done
+
     def mask(self) -> Tensor:
-        """(n, n_actions + 1) bool: the legal actions of each episode (none once it has ended)."""
-        m = self.table[self.last].clone()
-        first = (self.pos == 0)[:, None]
-        m[:, : self.n_actions] &= ~first | self.start_mask
-        m[:, : self.n_actions] &= self.to_end <= (self.max_len - self.pos)[:, None]
-        return m & ~self.done[:, None]
+        """(n, n_actions + 1) bool: the legal actions of each episode (none when it waits or has ended)."""
+        if self.event is None:
+            return torch.zeros(self.n, self.n_actions + 1, dtype=torch.bool, device=self.device)
+        return self.event.mask & self.asked()[:, None]
 
     def action_masks(self) -> np.ndarray:
         return self.mask().cpu().numpy()
@@ -106,62 +123,63 @@ class BlockChoiceVecEnv:
     @torch.no_grad()
     def advance(self, a: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Take action `a[i]` in episode i: (reward, terminated, truncated, illegal), each (n,)."""
-        live, mask = ~self.done, self.mask()
+        asked, mask = self.asked(), self.mask()
         legal = mask.gather(1, a.clamp(0, self.n_actions)[:, None]).squeeze(1) & (a >= 0) & (a <= self.n_actions)
-        illegal = live & ~legal
-        self.thought.cost = self.thought.cost + self.decision_cost * live
-        run = live & legal & (a < self.n_actions)
-        for b in a[run].unique().tolist():
-            rows = run & (a == b)
-            n_out = len(self.thought.outputs)
-            self.thought = self.model.run_block(self.model.graph.actions[b], self.thought, rows=rows)
-            self._record(self.thought.outputs[n_out:])
-            self.last = torch.where(rows, b, self.last)
+        illegal = asked & ~legal
+        run = asked & legal & (a < self.n_actions)
+        position = self.event.position if self.event is not None else 0
+        # the loop runs the legal choices; an episode that has ended (or just broke a rule) stops there
+        stop = torch.full_like(a, self.n_actions)
+        self._next(torch.where(asked & legal, a, stop) if self.event is not None else None)
         ended = run & self.is_end[a.clamp(0, self.n_actions - 1)]
         self.blocks += run
         self.steps += ended
-        self.pos = torch.where(ended, 0, self.pos + run.long())
-        if bool(ended.any()):  # per-episode steps; with n > 1 no block reads the batch's counter (see __init__)
-            self.thought.store.append(self.thought.latent, self.thought.step)
-            self.thought.step += 1
-        terminated = live & ((a == self.n_actions) | illegal)
-        truncated = live & ~terminated & ((self.steps >= self.max_steps) | (self.blocks >= self.max_blocks))
-        terminated |= live & ~truncated & ~self.mask().any(1)  # a dead end of the graph
+        self.last = torch.where(run, a, self.last)
+        self.ended_step = torch.where(torch.full_like(run, position == 0), ended, self.ended_step | ended)
+        self._record(run & self.is_output[a.clamp(0, self.n_actions - 1)], a)
+        live = ~self.done
+        terminated = live & ((asked & (a == self.n_actions)) | illegal)
+        truncated = live & ~terminated & ((self.steps >= self.max_steps) | (self.blocks >= self.max_blocks)
+                                          | torch.full_like(live, self.event is None))
+        waiting = self.ended_step & (self.event is not None and self.event.position > 0)
+        terminated |= live & ~truncated & ~self.asked() & ~waiting  # a dead end of the graph
         finished = terminated | truncated
         self.done |= finished
+        self.final_cost = torch.where(finished, self.thought.cost, self.final_cost)
         self.correct = torch.where(finished, self._score() & ~illegal, self.correct)
         reward = torch.where(finished, episode_reward(self.config, self.correct, self.compute()), 0.0)
         return reward, terminated, truncated, illegal
 
     # -- what an episode shows ----------------------------------------------------------------
     def compute(self) -> Tensor:
-        """(n,) compute spent so far, as a fraction of the fixed schedule's compute."""
-        return self.thought.cost / self.fixed_cost
+        """(n,) compute spent so far (until it ended), as a fraction of the fixed schedule's compute."""
+        return torch.where(self.done, self.final_cost, self.thought.cost) / self.fixed_cost
 
     @torch.no_grad()
     def observe(self) -> np.ndarray:
         """(n, size) float32: mean- and max-pooled normalised latent, budget used (blocks, steps), the
         confidence of the latest answer, the last block (one-hot, last = none yet) and the probe's choice
         probabilities (unmasked)."""
-        latent = self.thought.latent.float()
+        latent = self.thought.states[self.model.default_state].float()
         h = F.rms_norm(latent, (latent.shape[-1],))
         last = F.one_hot(self.last.clamp(max=self.n_actions), self.n_actions + 1).float()
         parts = [h.mean(1), h.amax(1), (self.blocks / self.max_blocks)[:, None], (self.steps / self.max_steps)[:, None],
                  self.confidence[:, None], last]
         if self.probe:
-            parts.append(self.model.blocks[self.probe].logits(self.thought.latent).float().softmax(-1))
+            parts.append(self.model.blocks[self.probe].logits(latent).float().softmax(-1))
         return torch.cat(parts, dim=1).cpu().numpy()
 
-    def _record(self, outputs) -> None:
-        """Keep each episode's latest prediction and its confidence (lowest top probability over positions)."""
-        for out in outputs:
-            head = self.model.blocks[out.block]
-            rows = out.rows if out.rows is not None else torch.ones_like(self.done)
-            pred = head.predict(out.logits)
+    def _record(self, rows: Tensor, actions: Tensor) -> None:
+        """Keep the latest prediction of the episodes in `rows` (they just ran an output block) and its
+        confidence (lowest top probability over positions)."""
+        for a in actions[rows].unique().tolist():
+            out = self.thought.latest[self.model.graph.actions[a]]
+            ran = rows & (actions == a)
+            pred = self.model.blocks[out.block].predict(out.logits)
             conf = out.logits.float().softmax(-1).amax(-1).reshape(self.n, -1).amin(1)
-            self.pred = pred if self.pred is None else torch.where(rows.view(-1, *[1] * (pred.dim() - 1)), pred, self.pred)
-            self.confidence = torch.where(rows, conf, self.confidence)
-            self.answered |= rows
+            self.pred = pred if self.pred is None else torch.where(ran.view(-1, *[1] * (pred.dim() - 1)), pred, self.pred)
+            self.confidence = torch.where(ran, conf, self.confidence)
+            self.answered |= ran
 
     def _score(self) -> Tensor:
         if self.pred is None:

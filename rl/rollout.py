@@ -28,8 +28,8 @@ def play(env: BlockChoiceVecEnv, probe, greedy: bool, generator: torch.Generator
     n, device = env.n, env.device
     reward, log_prob, entropy, decisions = (torch.zeros(n, device=device) for _ in range(4))
     while not bool(env.done.all()):
-        live = ~env.done
-        allowed = env.mask() | ~live[:, None]  # finished episodes may pick anything; the env ignores it
+        live = env.asked()  # the episodes choosing now (the others have ended, or wait for the step's end)
+        allowed = env.mask() | ~live[:, None]  # the others may pick anything; the env ignores it
         logp = probe.logits(env.thought.latent).float().masked_fill(~allowed, float("-inf")).log_softmax(-1)
         if greedy:
             action = logp.argmax(-1)

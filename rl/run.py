@@ -16,7 +16,7 @@ from th1nker.recipe import dump_recipe
 from th1nker.rl.compare import compare_policies
 from th1nker.rl.trainer import RLTrainer
 from th1nker.train.evaluate import load_model
-from th1nker.train.loop import pick_device
+from th1nker.train.device import pick_device
 from th1nker.train.tracking import Tracker, git_commit
 
 

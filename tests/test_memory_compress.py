@@ -94,8 +94,8 @@ def test_read_longterm_reads_the_pool_in_training_and_the_indexer_top_k_in_evalu
     m = block.compressor.latents
     thought = model.blocks["read"](model.start(batch))
     assert block.train().source(thought).tokens.shape == (3, 8 * m, 64)
-    assert "loss/indexer.recall" in thought.aux
-    thought.aux.clear()
+    assert [loss.name for loss in thought.window.losses] == ["indexer.recall"]
+    thought.window.cache.clear()
     blocks = block.compressor(batch.inputs["memory"].flatten(0, 1)).unflatten(0, (3, 8))
     top = block.indexer.scores(block.indexer.query(thought.latent), block.indexer.key(blocks)).topk(4).indices
     read = block.eval().source(thought).tokens
@@ -118,7 +118,7 @@ def test_the_answer_loss_trains_the_compressor_through_the_read():
     thought = model.start(batch)
     for name in ("read", "recall", "think", "answer"):
         thought = model.blocks[name](thought)
-    model.blocks["answer"].loss(thought.outputs[-1].logits, batch.target).backward()
+    model.blocks["answer"].loss(thought.latest["answer"].logits, batch.target).backward()
     assert block.compressor.embed.weight.grad.abs().sum() > 0
     assert all(p.grad is None for p in block.indexer.parameters())  # the indexer learns from its KL only
 
@@ -142,7 +142,7 @@ def test_read_longterm_searches_a_store_on_disk(tmp_path):
         thought = model.blocks["read"](model.start(batch))
         thought.longterm = store
         read = block.source(thought).tokens
-    rows = thought.aux["read/recall"]
+    rows = thought.reads["recall"]
     assert rows.shape == (3, 4) and read.shape == (3, 4 * block.compressor.latents, 64)
     assert torch.allclose(read, latents[rows].flatten(1, 2))
     wrong = LongTermMemory.create(tmp_path / "w", block.indexer.key_dim, 7)

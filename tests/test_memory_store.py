@@ -8,7 +8,7 @@ from th1nker.model import Th1nker
 from th1nker.recipe import load_recipe
 from th1nker.schedule import make_schedule
 from th1nker.tasks import make_task
-from th1nker.train.tbptt import unroll
+from th1nker.loop import WindowEnd, think
 
 from conftest import RECIPES
 
@@ -65,10 +65,8 @@ def test_recipe_memory_settings_build_the_store(k):
     recipe = load_recipe(RECIPES / "memory.yaml", ["model.memory.capacity=5", f"model.memory.grad_steps={k}"])
     task = make_task(recipe.task, recipe.seed)
     model = Th1nker(recipe, task.spec)
-    schedule = make_schedule(recipe.schedule, model)
-    thought = model.start(task.eval_batch(4, 2))
-    for _ in range(7):
-        thought = model.step(thought, schedule)
+    *_, last = think(model, task.eval_batch(4, 2), make_schedule(recipe.schedule, model), steps=7)
+    thought = last.thought
     assert (thought.store.capacity, thought.store.grad_steps) == (5, k)
     assert thought.store.steps == [2, 3, 4, 5, 6]
     assert [e.requires_grad for e in thought.store.entries] == [False] * (5 - k) + [True] * k
@@ -80,7 +78,7 @@ def test_window_losses_include_block_aux_losses():
     model = Th1nker(recipe, task.spec).train()
     batch = task.train_batch(4, torch.Generator().manual_seed(0))
     g = torch.Generator().manual_seed(0)
-    (loss, per_step), = unroll(model, batch, make_schedule(recipe.schedule, model, g), recipe.train, 1, g)
-    assert loss.item() > per_step[0].item()  # the indexer's KL is in the window's loss
-    loss.backward()
+    (window,) = [e for e in think(model, batch, steps=1, generator=g) if isinstance(e, WindowEnd)]
+    assert window.loss.item() > window.step_losses[0].item()  # the indexer's KL is in the window's loss
+    window.loss.backward()
     assert all(p.grad is not None for p in model.blocks["recall"].indexer.parameters())

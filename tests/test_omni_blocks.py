@@ -146,7 +146,7 @@ def test_moe_thinker_spreads_tokens_and_logs_its_aux_loss(tmp_path):
             logged.append(values)
 
     trainer.fit(tmp_path, Recorder())
-    assert len(logged) == 3 and all(0.9 < m["aux_loss"] < 1.5 for m in logged)  # 1 = perfectly balanced
+    assert len(logged) == 3 and all(0.9 < m["aux_balance"] < 1.5 for m in logged)  # 1 = perfectly balanced
     moe = next(m for m in trainer.model.modules() if isinstance(m, MoE))
     seen = []
     moe.register_forward_hook(lambda module, args, out: seen.append(args[0].reshape(-1, args[0].shape[-1])))

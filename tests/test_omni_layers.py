@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 from th1nker.omni.layers import (Attention, KVCache, MoE, RMSNorm, Rotary, SwiGLU, TransformerBlock,
-                                 aux_loss)
+                                 pop_aux_loss)
 
 
 
@@ -108,11 +108,12 @@ def test_moe_matches_dense_per_token_computation():
     assert torch.allclose(moe(x), expected, atol=1e-5)
 
 
-def test_aux_loss_sums_over_model():
+def test_aux_loss_sums_over_model_and_is_taken_once():
     model = nn.Sequential(*(TransformerBlock(16, 2, 32, experts=4) for _ in range(2)))
-    assert aux_loss(model) == 0
+    assert pop_aux_loss(model) is None
     model(torch.randn(2, 8, 16))
-    total = aux_loss(model)
-    assert torch.allclose(total, model[0].mlp.aux_loss + model[1].mlp.aux_loss)
-    assert total.requires_grad
-    assert aux_loss(TransformerBlock(16, 2, 32)) == 0
+    expected = model[0].mlp.aux_loss + model[1].mlp.aux_loss
+    total = pop_aux_loss(model)
+    assert torch.allclose(total, expected) and total.requires_grad
+    assert pop_aux_loss(model) is None  # taken: no stale loss is left for a later window
+    assert pop_aux_loss(TransformerBlock(16, 2, 32)) is None

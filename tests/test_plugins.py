@@ -27,7 +27,8 @@ def fake_distribution(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setattr(registry, "_plugins_loaded", False)
     yield
-    registry._BLOCKS.pop("plugin_identity", None)
+    registry._CONFIGS.pop("plugin_identity", None)
+    registry._CLASSES.pop("plugin_identity", None)
     sys.modules.pop("th1nker_fake_plugin", None)
 
 
@@ -35,7 +36,8 @@ def test_entry_point_blocks_are_registered_and_validate(fake_distribution, tiny_
     from th1nker.recipe import load_recipe
 
     assert "plugin_identity" in registry.kinds()
-    recipe = load_recipe(tiny_recipe, ["model.blocks.noop.kind=plugin_identity"])
+    recipe = load_recipe(tiny_recipe, ["model.blocks.noop.kind=plugin_identity", "graph.edges.read=[noop]",
+                                       "graph.edges.noop=[think]", "schedule.step=[read,noop,think,answer]"])
     assert recipe.model.blocks["noop"].kind == "plugin_identity"
 
 

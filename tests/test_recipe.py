@@ -85,7 +85,7 @@ def test_overrides_are_typed_by_the_schema(tiny_recipe):
     assert r.train.max_updates == 17 and isinstance(r.train.max_updates, int)
     assert r.train.optimizer.lr == 0.01
     assert r.name == "123"
-    assert r.eval.steps == [1, 2] and r.train.ema is None and r.model.latent.slots == 7
+    assert r.eval.steps == [1, 2] and r.train.ema is None and r.model.states["latent"].slots == 7
     with pytest.raises(RecipeError, match="train.max_updates"):
         load_recipe(tiny_recipe, ["train.max_updates=lots"])
     with pytest.raises(RecipeError, match="expected KEY.PATH=VALUE"):

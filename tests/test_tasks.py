@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from th1nker.errors import DataError
-from th1nker.tasks import IGNORE, TASKS, make_task
+from th1nker.tasks import IGNORE, make_task, task_names
 from th1nker.tasks.text_qa import DEFAULT_PATH, CharVocab, parse_pairs
 
 try:
@@ -38,7 +38,7 @@ def same(a, b):
 
 
 def test_all_registered():
-    assert {"prefix_parity", "addition", "maze", "text_qa"} <= set(TASKS)
+    assert {"prefix_parity", "addition", "maze", "text_qa"} <= set(task_names())
 
 
 @pytest.mark.parametrize("stand_in", [False, True])

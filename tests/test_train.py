@@ -16,7 +16,9 @@ from th1nker.recipe import load_recipe
 from th1nker.tasks import make_task
 from th1nker.train.loop import Trainer
 from th1nker.train.run import train_recipe
-from th1nker.train.tbptt import step_weights, window_plan
+from th1nker.plans import PLANS, Window, step_weights
+from th1nker.recipe import TBPTTConfig
+from th1nker.train.loop import TorchRng
 
 from conftest import RECIPES
 
@@ -24,15 +26,15 @@ runner = CliRunner()
 
 
 def test_window_plans():
-    g = torch.Generator().manual_seed(0)
-    assert window_plan("full", 4, 10, g) == [(10, True)]
-    assert window_plan("window", 4, 10, g) == [(4, True), (4, True), (2, True)]
+    rng, cfg = TorchRng(torch.Generator().manual_seed(0)), TBPTTConfig(window=4)
+    assert PLANS["full"](cfg, 10, rng) == [Window(10, True)]
+    assert PLANS["window"](cfg, 10, rng) == [Window(4, True), Window(4, True), Window(2, True)]
     for _ in range(50):
-        plan = window_plan("progressive", 4, 10, g)
-        assert sum(n for n, _ in plan) <= 10 and plan[-1][1] and 1 <= plan[-1][0] <= 4
-        assert all(not grad for _, grad in plan[:-1])
-    assert step_weights("last", [3, 4, 5]) == [0, 0, 1]
-    assert step_weights("increasing", [0, 1]) == pytest.approx([1 / 3, 2 / 3])
+        plan = PLANS["progressive"](cfg, 10, rng)
+        assert sum(w.steps for w in plan) <= 10 and plan[-1].grad and 1 <= plan[-1].steps <= 4
+        assert all(not w.grad for w in plan[:-1])
+    assert step_weights("last", [3, 4, 5]) == {3: 0, 4: 0, 5: 1}
+    assert list(step_weights("increasing", [0, 1]).values()) == pytest.approx([1 / 3, 2 / 3])
 
 
 @pytest.mark.parametrize("mode", ["full", "window", "progressive"])
@@ -50,8 +52,9 @@ def test_update_per_window_steps_once_per_window(tiny_recipe):
     recipe = load_recipe(tiny_recipe, ["train.tbptt.mode=window", "train.tbptt.window=2",
                                        "train.tbptt.update_per_window=true"])
     trainer = Trainer(recipe, make_task(recipe.task, 0))
-    trainer.train_update()
-    assert trainer.update == 2  # 4 steps / window 2
+    for _ in range(2):
+        assert trainer.train_update()["per_step"].keys() == {2 * trainer.update - 2, 2 * trainer.update - 1}
+    assert trainer.update == 2  # 4 steps / window 2: one unroll, one update per window
 
 
 def test_accumulation_really_steps(tiny_recipe):

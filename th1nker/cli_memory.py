@@ -98,8 +98,8 @@ def _answer(store, text: str, steps: int | None) -> tuple[str, list[list[int]]]:
     """The model that built `store` answers `text` reading it: (answer, rows read at each step)."""
     import torch
 
+    from th1nker.loop import StepEnd, think
     from th1nker.memory.build import load_for_memory
-    from th1nker.schedule import make_schedule
     from th1nker.train.evaluate import EVAL_SEED
 
     meta = store.meta
@@ -108,14 +108,15 @@ def _answer(store, text: str, steps: int | None) -> tuple[str, list[list[int]]]:
     checkpoint = Path(meta["checkpoint"]) if meta.get("checkpoint") else None
     recipe, task, model = load_for_memory(Path(meta["recipe"]), checkpoint, meta.get("overrides", []))
     g = torch.Generator().manual_seed(EVAL_SEED)
-    schedule = make_schedule(recipe.schedule, model, g)
-    reads = []
+    reads, thought = [], None
     with torch.no_grad():
-        thought = model.start(task.encode(text), g)
-        thought.longterm = store
-        for _ in range(steps or recipe.schedule.steps):
-            thought = model.step(thought, schedule)
-            rows = thought.aux.get(f"read/{meta['block']}")
-            reads.append(rows[0].tolist() if rows is not None else [])
+        batch = task.encode(text).to(next(model.parameters()).device)
+        start = model.start(batch, g)
+        start.longterm = store
+        for event in think(model, batch, steps=steps or recipe.schedule.steps, generator=g, thought=start):
+            if isinstance(event, StepEnd):
+                thought = event.thought
+                rows = thought.reads.get(meta["block"])
+                reads.append(rows[0].tolist() if rows is not None else [])
     pred = model.prediction(thought)
-    return (task.decode(pred[0]) if pred is not None else ""), reads
+    return (task.decode(pred[0].cpu()) if pred is not None else ""), reads

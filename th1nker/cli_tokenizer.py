@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import typer
 
 from th1nker.errors import Th1nkerError
-from th1nker.omni.tokenizer import Tokenizer
+
+if TYPE_CHECKING:
+    from th1nker.omni.tokenizer import Tokenizer
 
 app = typer.Typer(help="Train and inspect sentencepiece BPE tokenizers.", no_args_is_help=True)
 
@@ -18,6 +20,8 @@ def train(corpus: Path = typer.Argument(..., help="Text file, one sentence a lin
           vocab: int = typer.Option(5000, "--vocab", help="Largest vocabulary size."),
           out: Path = typer.Option(Path("tok.model"), "--out", help="Where to write the .model.")):
     """Train a BPE tokenizer on CORPUS."""
+    from th1nker.omni.tokenizer import Tokenizer
+
     tokenizer = _run(lambda: Tokenizer.train(corpus, vocab, out))
     sample = corpus.read_text().splitlines()[0]
     typer.echo(f"wrote {out}: {tokenizer.vocab_size} pieces (asked for {vocab}), pad/unk/bos/eos = "
@@ -29,13 +33,15 @@ def train(corpus: Path = typer.Argument(..., help="Text file, one sentence a lin
 def encode(text: str = typer.Argument(..., help="Text to encode."),
            model: Path = typer.Option(Path("tok.model"), "--model", help="A trained .model.")):
     """Print the ids and pieces of TEXT."""
+    from th1nker.omni.tokenizer import Tokenizer
+
     tokenizer = _run(lambda: Tokenizer(model))
     ids = tokenizer.encode(text)
     typer.echo(" ".join(map(str, ids)))
     typer.echo(" ".join(f"[{tokenizer.decode([i])}]" for i in ids))
 
 
-def _run(make: Callable[[], Tokenizer]) -> Tokenizer:
+def _run(make: Callable[[], "Tokenizer"]) -> "Tokenizer":
     try:
         return make()
     except Th1nkerError as e:

@@ -3,22 +3,21 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import networkx as nx
-import torch
-from torch import Tensor
 
 from th1nker.errors import GraphError
-from th1nker.recipe import Recipe, unknown_name_message
+from th1nker.schema import unknown_name_message
+
+if TYPE_CHECKING:
+    from th1nker.recipe import Recipe
 
 HALT = "halt"
 
 
-def _is(kind: str, base: str) -> bool:
-    from th1nker import blocks
-    from th1nker.registry import block_class
-
-    return issubclass(block_class(kind), getattr(blocks, base))
+def _is(config, role: str) -> bool:
+    return type(config).role == role
 
 
 class BlockGraph:
@@ -39,8 +38,8 @@ class BlockGraph:
         self.g.add_nodes_from(blocks)
         self.g.add_edges_from((a, b) for a, nexts in recipe.graph.edges.items() for b in nexts)
         self.start = tuple(recipe.graph.start)
-        self.end = tuple(recipe.graph.end or [n for n, k in self.kinds.items() if _is(k, "OutputLayer")])
-        self.actions = tuple(n for n, k in self.kinds.items() if not _is(k, "Probe"))
+        self.end = tuple(recipe.graph.end or [n for n, c in blocks.items() if _is(c, "output")])
+        self.actions = tuple(n for n, c in blocks.items() if not _is(c, "probe"))
         self.index = {name: i for i, name in enumerate(self.actions)}
 
     # -- validation ---------------------------------------------------------------------------
@@ -65,22 +64,23 @@ class BlockGraph:
             check("graph.edges", src)
             for dst in nexts:
                 check(f"graph.edges.{src}", dst)
-        known_step = all([check("schedule.step", n) for n in sched.step])
+        step = sched.blocks()
+        known_step = all([check("schedule.step", n) for n in step])
         if out:
             return out
         edges = {(a, b) for a, nexts in graph.edges.items() for b in nexts}
-        if known_step and sched.step:
-            if sched.step[0] not in graph.start:
-                out.append(f"schedule.step: starts with '{sched.step[0]}', which is not in graph.start {graph.start}")
-            for a, b in zip(sched.step, sched.step[1:]):
+        if known_step and step:
+            if step[0] not in graph.start:
+                out.append(f"schedule.step: starts with '{step[0]}', which is not in graph.start {graph.start}")
+            for a, b in dict.fromkeys(zip(step, step[1:])):
                 if (a, b) not in edges:
                     out.append(f"schedule.step: '{a}' -> '{b}' is not an edge; add it to graph.edges.{a}")
-            if sched.steps > 1 and (sched.step[-1], sched.step[0]) not in edges:
-                out.append(f"schedule.step: the next step cannot follow this one: add '{sched.step[0]}' "
-                           f"to graph.edges.{sched.step[-1]}")
+            if sched.steps > 1 and (step[-1], step[0]) not in edges:
+                out.append(f"schedule.step: the next step cannot follow this one: add '{step[0]}' "
+                           f"to graph.edges.{step[-1]}")
         g = nx.DiGraph(list(edges))
         g.add_nodes_from(blocks)
-        ends = graph.end or [n for n, c in blocks.items() if _is(c.kind, "OutputLayer")]
+        ends = graph.end or [n for n, c in blocks.items() if _is(c, "output")]
         if not ends:
             out.append("model.blocks: no output block (e.g. kind: output_tokens); thinking must produce something")
         elif not any(nx.has_path(g, s, e) for s in graph.start for e in ends):
@@ -88,10 +88,28 @@ class BlockGraph:
         if sched.kind == "probe":
             if sched.probe is None:
                 out.append("schedule.probe: the probe schedule needs the name of a probe block")
-            elif check("schedule.probe", sched.probe) and not _is(blocks[sched.probe].kind, "Probe"):
+            elif check("schedule.probe", sched.probe) and not _is(blocks[sched.probe], "probe"):
                 out.append(f"schedule.probe: '{sched.probe}' is a {blocks[sched.probe].kind}, not a probe")
         if sched.min_len > sched.max_len:
             out.append(f"schedule.min_len: {sched.min_len} is larger than schedule.max_len {sched.max_len}")
+        live = BlockGraph.reachable(recipe, g)
+        for name in blocks:
+            if name not in live:
+                out.append(f"model.blocks.{name}: no step can run this block (the fixed schedule never calls it "
+                           "and no graph walk reaches it); call it in schedule.step, or delete it (in a child "
+                           f"recipe: `{name}: null`)")
+        return out
+
+    @staticmethod
+    def reachable(recipe: Recipe, g: nx.DiGraph) -> set[str]:
+        """The blocks some schedule of this recipe may run: the fixed step's, the probe, and (for every
+        other schedule, or when RL chooses blocks) those a walk from a start block reaches."""
+        sched = recipe.schedule
+        out = set(sched.blocks()) | ({sched.probe} if sched.probe else set())
+        if sched.kind != "fixed" or recipe.rl is not None:
+            for s in recipe.graph.start:
+                out |= {s} | nx.descendants(g, s)
+            out |= {n for n, c in recipe.model.blocks.items() if _is(c, "probe")}
         return out
 
     # -- queries ------------------------------------------------------------------------------
@@ -106,12 +124,12 @@ class BlockGraph:
             return False
         return all(self.g.has_edge(a, b) for a, b in zip(names, names[1:])) and names[-1] in self.end
 
-    def mask(self, last: str | None, first_of_step: bool = False) -> Tensor:
+    def mask(self, last: str | None, first_of_step: bool = False) -> list[bool]:
         """Bool mask over `actions + [halt]`: what may run after `last` (None = nothing ran yet).
 
         Halting is allowed only right after an end block.
         """
-        m = torch.zeros(len(self.actions) + 1, dtype=torch.bool)
+        m = [False] * (len(self.actions) + 1)
         if last is None:
             allowed = self.start
         else:

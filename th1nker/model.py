@@ -1,4 +1,5 @@
-"""Model assembly: encoders, one module per named block instance, latent initialisation, `think`."""
+"""Model assembly: encoders, one module per named block instance, the states' initialisation, and the
+pieces the thinking loop (`th1nker.loop`) is made of: start a run, run a call, take a step's loss."""
 
 from __future__ import annotations
 
@@ -9,12 +10,11 @@ from torch import Tensor, nn
 
 from th1nker.blocks.base import BuildContext
 from th1nker.encoders import build_encoders
-from th1nker.errors import RecipeError
+from th1nker.errors import DataError, RecipeError
 from th1nker.graph import BlockGraph
 from th1nker.memory import LatentStore
-from th1nker.recipe import Recipe
+from th1nker.recipe import INPUT, CallConfig, Recipe, as_call
 from th1nker.registry import block_class
-from th1nker.schedule import Schedule, make_schedule
 from th1nker.tasks.base import Batch, TaskSpec
 from th1nker.thought import Source, Thought
 
@@ -22,8 +22,8 @@ from th1nker.thought import Source, Thought
 class Th1nker(nn.Module):
     """A latent-step model assembled from a recipe.
 
-    One module per block instance name: a name used in several places shares its weights.
-    `think(batch, schedule, steps)` runs the thinking loop and returns the Thought.
+    One module per block instance name: a name called at several sites shares its weights. The
+    thinking loop (`th1nker.loop.think`) runs it; `think` here runs it to the end and returns the Thought.
     """
 
     def __init__(self, recipe: Recipe, spec: TaskSpec):
@@ -32,94 +32,135 @@ class Th1nker(nn.Module):
         self.graph = BlockGraph(recipe)
         m = recipe.model
         self.dim = m.dim
-        slots = m.latent.slots if isinstance(m.latent.slots, int) else None
+        self.default_state = m.default_state
         self.encoders = build_encoders(m, spec.vocab)
         self.blocks = nn.ModuleDict({
-            name: block_class(cfg.kind)(cfg, BuildContext(name, m.dim, spec, self.graph.actions, slots))
+            name: block_class(cfg.kind)(cfg, BuildContext(name, m.dim, spec, self.graph.actions, self._slots_of(name),
+                                                          recipe.train.aux_loss_weight))
             for name, cfg in m.blocks.items()
         })
         for name, block in self.blocks.items():
             needs = getattr(block, "modality", None)
             if needs and needs not in self.encoders:
                 raise RecipeError(f"model.blocks.{name} reads '{needs}': declare model.encoders.{needs}")
-        if m.latent.init == "learned":
-            self.latent0 = nn.Parameter(torch.randn(slots or 1, m.dim) * m.latent.scale)
+        self.learned_states = nn.ParameterDict({
+            name: nn.Parameter(torch.randn(s.slots if isinstance(s.slots, int) else 1, m.dim) * s.scale)
+            for name, s in m.states.items() if s.init == "learned"})
 
-    # -- the pieces of one run ----------------------------------------------------------------
+    def _slots_of(self, block: str) -> int | None:
+        """The fixed length of the states `block` is called on (None when one follows the input)."""
+        calls = [c for c in self.calls if c.block == block] or [as_call(block, self.default_state)]
+        slots = {self.recipe.model.states[s].slots for c in calls for s in (c.read, c.write)}
+        return slots.pop() if len(slots) == 1 and isinstance(next(iter(slots)), int) else None
+
+    @cached_property
+    def calls(self) -> list[CallConfig]:
+        """The recipe's step as resolved calls (read and write filled in)."""
+        return [as_call(e, self.default_state) for e in self.recipe.schedule.step]
+
+    # -- starting a run -----------------------------------------------------------------------
     def encode(self, batch: Batch) -> dict[str, Source]:
         return {k: self.encoders[k](v, batch.masks.get(k), batch.grid)
                 for k, v in batch.inputs.items() if k in self.encoders}
 
-    def init_latent(self, b: int, length: int, device, generator: torch.Generator | None = None) -> Tensor:
-        lat = self.recipe.model.latent
-        if lat.init == "learned":
-            return self.latent0.expand(b, length, -1) if self.latent0.shape[0] == 1 else self.latent0.expand(b, -1, -1)
-        if lat.init == "fixed":
-            g = torch.Generator().manual_seed(self.recipe.seed)
-            return (torch.randn(length, self.dim, generator=g) * lat.scale).to(device).expand(b, -1, -1)
+    def init_state(self, name: str, b: int, length: int, device, generator: torch.Generator | None = None) -> Tensor:
+        """A state's initial value: learned, a fixed random buffer (its own per state), or random per sample."""
+        cfg = self.recipe.model.states[name]
+        if cfg.init == "learned":
+            p = self.learned_states[name]
+            return p.expand(b, length, -1) if p.shape[0] == 1 else p.expand(b, -1, -1)
+        if cfg.init == "fixed":
+            g = torch.Generator().manual_seed(self.recipe.seed + list(self.recipe.model.states).index(name))
+            return (torch.randn(length, self.dim, generator=g) * cfg.scale).to(device).expand(b, -1, -1)
         noise = torch.randn(b, length, self.dim, generator=generator, device="cpu" if generator else device)
-        return (noise * lat.scale).to(device)
+        return (noise * cfg.scale).to(device)
 
     def start(self, batch: Batch, generator: torch.Generator | None = None,
               store: LatentStore | None = None) -> Thought:
-        """Encode the inputs and draw the initial latent; a batch's "memory" input is its long-term memory."""
+        """Encode the inputs and draw every state; a batch's "memory" input is its long-term memory."""
         inputs = self.encode(batch)
-        slots = self.recipe.model.latent.slots
-        length = next(iter(inputs.values())).tokens.shape[1] if slots == "input" else slots
+        input_len = next(iter(inputs.values())).tokens.shape[1] if inputs else None
         device = next(self.parameters()).device
-        latent = self.init_latent(len(batch), length, device, generator)
-        grid = batch.grid if slots == "input" else None
+        states, grids = {}, {}
+        for name, cfg in self.recipe.model.states.items():
+            if cfg.slots == "input" and input_len is None:
+                raise DataError(f"model.states.{name}.slots: 'input' needs an encoded input; this batch has none")
+            length = input_len if cfg.slots == "input" else cfg.slots
+            states[name] = self.init_state(name, len(batch), length, device, generator)
+            grids[name] = batch.grid if cfg.slots == "input" else None
         if store is None:  # keep step latents only when some block reads them
             mem = self.recipe.model.memory
             store = LatentStore(mem.capacity, mem.grad_steps) if self.reads_store else LatentStore(capacity=0)
-        return Thought(latent, inputs, store, longterm=batch.inputs.get("memory"), grid=grid)
+        return Thought(states, inputs, store, longterm=batch.inputs.get("memory"), focus=self.default_state,
+                       grids=grids)
 
-    def run_block(self, name: str, thought: Thought, rows: Tensor | None = None) -> Thought:
-        """Run one block; with `rows` (B,) bool only those examples are updated and charged."""
-        block = self.blocks[name]
-        if rows is None:
-            thought = block(thought)
-            thought.cost = thought.cost + block.cost
-        else:
-            old, n_out = thought.latent, len(thought.outputs)
-            thought = block(thought)
-            thought.latent = torch.where(rows[:, None, None], thought.latent, old)
+    # -- one call -----------------------------------------------------------------------------
+    def run_call(self, call: CallConfig | str, thought: Thought, rows: Tensor | None = None) -> Thought:
+        """Run one call site (`repeat` times): the block reads `call.read` plus `call.add`, and its result
+        replaces `call.write`. With `rows` (B,) bool only those examples are updated and charged."""
+        call = as_call(call, self.default_state) if isinstance(call, str) else call
+        block = self.blocks[call.block]
+        writes = type(block.config).role not in ("output", "probe")
+        for _ in range(call.repeat):
+            old, n_out = thought.states.get(call.write), len(thought.outputs)
+            h = thought.states[call.read]
+            for name in call.add:
+                h = h + self._addend(name, thought, h)
+            thought.focus = call.write if writes else call.read
+            saved = thought.states[thought.focus]
+            thought.states[thought.focus] = h
+            with torch.set_grad_enabled(call.grad and torch.is_grad_enabled()):
+                thought = block(thought)
+            if not writes:
+                thought.states[thought.focus] = saved
+            elif rows is not None:
+                thought.states[call.write] = torch.where(rows[:, None, None], thought.states[call.write], old)
             for out in thought.outputs[n_out:]:
                 out.rows = rows
-            thought.cost = thought.cost + block.cost * rows
-        thought.trace.append(name)
+            thought.cost = thought.cost + (block.cost if rows is None else block.cost * rows)
+            thought.trace.append(call.block)
+        thought.focus = self.default_state
         return thought
 
-    def step(self, thought: Thought, schedule: Schedule) -> Thought:
-        """One thinking step: the schedule's blocks, then the latent goes to the store."""
-        thought = schedule.run_step(self, thought)
-        thought.store.append(thought.latent, thought.step)
-        thought.step += 1
-        return thought
+    def _addend(self, name: str, thought: Thought, like: Tensor) -> Tensor:
+        """A state, or an encoded input (`input` = the only one), to add to what a call reads."""
+        if name in thought.states:
+            x = thought.states[name]
+        else:
+            if name == INPUT:
+                if len(thought.inputs) != 1:
+                    raise DataError(f"schedule.step: add: [input] is ambiguous with inputs {sorted(thought.inputs)}; "
+                                    "name one of them")
+                name = next(iter(thought.inputs))
+            if name not in thought.inputs:
+                raise DataError(f"schedule.step: add: '{name}' is neither a state nor one of the batch's inputs "
+                                f"{sorted(thought.inputs)}")
+            x = thought.inputs[name].tokens
+        if x.shape != like.shape:
+            raise DataError(f"schedule.step: add: '{name}' has shape {tuple(x.shape)} but the state it is added to "
+                            f"has {tuple(like.shape)}; give both the same slots (model.states.*.slots)")
+        return x
 
-    def think(self, batch: Batch, schedule: Schedule | None = None, steps: int | None = None,
+    # -- losses and answers -------------------------------------------------------------------
+    def step_loss(self, thought: Thought, batch: Batch) -> Tensor:
+        """Sum of the losses of the outputs produced at the step that just ended."""
+        losses = [self.blocks[o.block].loss(o.logits, batch.target) for o in thought.outputs]
+        return torch.stack(losses).sum() if losses else thought.latent.new_zeros(())
+
+    def prediction(self, thought: Thought) -> Tensor | None:
+        """Each example's latest prediction, from the output block that answered last (None if none yet)."""
+        if thought.last_block is None:
+            return None
+        return self.blocks[thought.last_block].predict(thought.latest[thought.last_block].logits)
+
+    def think(self, batch: Batch, schedule=None, steps: int | None = None,
               generator: torch.Generator | None = None) -> Thought:
         """Run `steps` thinking steps (default: the recipe's) with `schedule` (default: the recipe's)."""
-        schedule = schedule or make_schedule(self.recipe.schedule, self, generator)
-        thought = self.start(batch, generator)
-        for _ in range(steps or self.recipe.schedule.steps):
-            thought = self.step(thought, schedule)
-            if bool(thought.halted.all()):
-                break
-        return thought
+        from th1nker.loop import run_to_end
 
-    # -- reading results ----------------------------------------------------------------------
-    def prediction(self, thought: Thought, step: int | None = None) -> Tensor | None:
-        """Each example's latest prediction up to `step` (default: all steps), or None if none yet."""
-        pred = None
-        for out in thought.outputs:
-            if step is not None and out.step > step:
-                break
-            p = self.blocks[out.block].predict(out.logits)
-            keep_old = pred is not None and out.rows is not None
-            pred = torch.where(_expand(out.rows, p), p, pred) if keep_old else p
-        return pred
+        return run_to_end(self, batch, schedule, steps, generator=generator)
 
+    # -- what schedules and RL need -----------------------------------------------------------
     @cached_property
     def reads_store(self) -> bool:
         from th1nker.blocks import ReadLatentLayer
@@ -129,9 +170,9 @@ class Th1nker(nn.Module):
     @cached_property
     def _masks(self) -> tuple[Tensor, Tensor]:
         g = self.graph
-        rows = [g.mask(a) for a in g.actions] + [torch.zeros(len(g.actions) + 1, dtype=torch.bool), g.mask(None)]
+        rows = [g.mask(a) for a in g.actions] + [[False] * (len(g.actions) + 1), g.mask(None)]
         start = torch.tensor([a in g.start for a in g.actions])
-        return torch.stack(rows), start
+        return torch.tensor(rows, dtype=torch.bool), start
 
     def distance_to_end(self) -> Tensor:
         """(A,) fewest blocks from each action to the end of a step (inf where none)."""
@@ -145,7 +186,3 @@ class Th1nker(nn.Module):
 
     def start_mask(self) -> Tensor:
         return self._masks[1].to(next(self.parameters()).device)
-
-
-def _expand(rows: Tensor, like: Tensor) -> Tensor:
-    return rows.view(-1, *([1] * (like.dim() - 1)))

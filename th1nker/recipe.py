@@ -13,22 +13,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
+from pydantic import BaseModel, Discriminator, Field, Tag, ValidationError, create_model, field_validator, model_validator
 
 from th1nker.errors import RecipeError
+from th1nker.schema import BlockConfig, Strict, unknown_name_message
 
+__all__ = ["Recipe", "BlockConfig", "Strict", "load_recipe", "validate_recipe", "unknown_name_message"]
 
-class Strict(BaseModel):
-    """Base for every config section: unknown keys are errors."""
-
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
-
-
-class BlockConfig(Strict):
-    """Fields every block has; each block kind extends this with its own."""
-
-    kind: str
-    cost: float = Field(1.0, ge=0, description="compute cost of one call, used by RL rewards")
+MAX_STEPS = 100_000  # thinking steps, per run: more is a typo, not a plan
+MAX_DIM = 65_536     # widths and slot counts: beyond this, memory runs out long before training starts
 
 
 class TaskConfig(Strict):
@@ -45,18 +38,34 @@ class TaskConfig(Strict):
     @field_validator("kind")
     @classmethod
     def _known_task(cls, kind: str) -> str:
-        from th1nker.tasks import TASKS
+        from th1nker.tasks import task_names
 
-        if kind not in TASKS:
-            raise ValueError(unknown_name_message("task", kind, TASKS))
+        if kind not in task_names():
+            raise ValueError(unknown_name_message("task", kind, task_names()))
         return kind
 
+    @field_validator("train")
+    @classmethod
+    def _ordered(cls, bounds: tuple[int, int]) -> tuple[int, int]:
+        if bounds[0] > bounds[1]:
+            raise ValueError(f"range {list(bounds)} is reversed; write [{bounds[1]}, {bounds[0]}]")
+        if bounds[0] < 0:
+            raise ValueError(f"difficulties are >= 0, got {bounds[0]}")
+        return bounds
 
-class LatentConfig(Strict):
-    slots: Literal["input"] | int = Field("input", description="latent positions: an int, or 'input' = input length")
-    init: Literal["random", "fixed", "learned"] = Field("random", description="random per sample, a fixed random buffer, or learned")
-    scale: float = Field(1.0, ge=0, description="standard deviation of the initial latent")
-    noise: float = Field(0.0, ge=0, description="std of Gaussian noise added to the latent at each training step")
+
+class StateConfig(Strict):
+    """One named latent (a state): its length, how it starts, and the noise added in training."""
+
+    slots: Literal["input"] | Annotated[int, Field(gt=0, le=MAX_DIM)] = Field(
+        "input", description="latent positions: an int > 0, or 'input' = the input's length")
+    init: Literal["random", "fixed", "learned"] = Field(
+        "random", description="random per sample, a fixed random buffer (the same for every sample), or learned")
+    scale: float = Field(1.0, ge=0, allow_inf_nan=False, description="standard deviation of the initial state")
+    noise: float = Field(0.0, ge=0, allow_inf_nan=False, description="std of Gaussian noise added to the state at each training step")
+
+
+LatentConfig = StateConfig  # the single-state spelling `model.latent`
 
 
 class MemoryConfig(Strict):
@@ -108,11 +117,30 @@ class EncodersConfig(Strict):
 
 
 class ModelConfig(Strict):
-    dim: int = Field(64, gt=0, description="latent width")
-    latent: LatentConfig = LatentConfig()
+    dim: int = Field(64, gt=0, le=MAX_DIM, description="latent width")
+    latent: StateConfig | None = Field(None, description="the one state, named `latent` (shorthand for states: {latent: ...})")
+    states: dict[str, StateConfig] | None = Field(
+        None, description="named latents (short-term memory), the first is the default state every plain step "
+        "entry reads and writes; default {latent: {}}")
     memory: MemoryConfig = MemoryConfig()
     encoders: EncodersConfig = EncodersConfig()
-    blocks: dict[str, BlockConfig] = Field(description="instance name -> block config; one name = one set of weights")
+    blocks: dict[str, BlockConfig] = Field(min_length=1, description="instance name -> block config; one name = one set of weights")
+
+    @model_validator(mode="after")
+    def _one_way_to_name_states(self):
+        if self.latent is not None and self.states is not None:
+            raise ValueError("give model.latent (one state) or model.states (named states), not both")
+        if self.states is None:
+            self.states = {"latent": self.latent or StateConfig()}
+            self.latent = None
+        if not self.states:
+            raise ValueError("model.states: declare at least one state, e.g. {latent: {slots: input}}")
+        return self
+
+    @property
+    def default_state(self) -> str:
+        """The state that plain step entries, the store, the probe and RL observe."""
+        return next(iter(self.states))
 
 
 class GraphConfig(Strict):
@@ -121,20 +149,89 @@ class GraphConfig(Strict):
     end: list[str] | None = Field(None, description="blocks a step may end with (default: the output blocks)")
 
 
+INPUT = "input"  # in a call's `add`: the task's input (its one encoded modality)
+
+
+class CallConfig(Strict):
+    """One call site of a step: which block runs, on which state, with what added in.
+
+    `{block: net, write: z, add: [y, input]}` is z <- net(z + y + x). A block instance (one set of
+    weights) may be called at several sites. Output blocks `read` the state they decode and write none.
+    """
+
+    block: str = Field(description="the block instance to run")
+    write: str | None = Field(None, description="the state the call writes (default: `read`, else the default state)")
+    read: str | None = Field(None, description="the state the block reads (default: `write`, else the default state)")
+    add: list[str] = Field([], description="states, input modalities (text, image, audio) or `input` added to "
+                           "what the block reads, before it runs")
+    grad: bool = Field(True, description="false: run without gradients (e.g. HRM's 1-step gradient)")
+    repeat: int = Field(1, gt=0, le=10_000, description="call this many times in a row")
+
+    def resolved(self, default_state: str) -> "CallConfig":
+        """This call with `read` and `write` filled in."""
+        read = self.read or self.write or default_state
+        return self.model_copy(update={"read": read, "write": self.write or read})
+
+
+def _entry_tag(value) -> str:
+    return "name" if isinstance(value, str) else "call"
+
+
+StepEntry = Annotated[Union[Annotated[str, Tag("name")], Annotated[CallConfig, Tag("call")]], Discriminator(_entry_tag)]
+
+
+def as_call(entry: StepEntry, default_state: str) -> CallConfig:
+    """A step entry as a resolved call: a bare name reads and writes the default state."""
+    call = CallConfig(block=entry) if isinstance(entry, str) else entry
+    return call.resolved(default_state)
+
+
 class ScheduleConfig(Strict):
     kind: Literal["fixed", "random", "probe", "policy"] = "fixed"
-    step: list[str] = Field(description="the blocks of one step (fixed schedule; also the default walk)")
-    steps: int = Field(20, gt=0, description="thinking steps in training")
+    step: list[StepEntry] = Field(min_length=1, description="the calls of one step: block names (on the default state) "
+                                  "or mappings {block, write, read, add, grad, repeat}; fixed schedule, also the default walk")
+    steps: int = Field(20, gt=0, le=MAX_STEPS, description="thinking steps in training")
     min_len: int = Field(2, gt=0, description="random schedule: shortest step")
-    max_len: int = Field(6, gt=0, description="random/probe schedules: longest step")
+    max_len: int = Field(6, gt=0, le=1000, description="random/probe schedules: longest step")
+
+    def describe(self) -> str:
+        """One step in short: `read -> net:z+y+input x6 -> net:y+z -> head(y)`."""
+        parts = []
+        for e in self.step:
+            if isinstance(e, str):
+                parts.append(e)
+                continue
+            text = e.block + (f"({e.read})" if e.read and not e.write else "") + (f":{e.write}" if e.write else "")
+            text += "".join(f"+{a}" for a in e.add) + (f" x{e.repeat}" if e.repeat > 1 else "")
+            parts.append(text + ("" if e.grad else " (no grad)"))
+        return " -> ".join(parts)
+
+    def blocks(self) -> list[str]:
+        """The block of every call of one step, repeats expanded."""
+        out: list[str] = []
+        for entry in self.step:
+            out += [entry] if isinstance(entry, str) else [entry.block] * entry.repeat
+        return out
     probe: str | None = Field(None, description="probe schedule: the probe instance that chooses")
     greedy: bool = Field(True, description="probe schedule: argmax (true) or sample")
 
 
 class TBPTTConfig(Strict):
-    mode: Literal["full", "window", "progressive"] = "progressive"
-    window: int = Field(8, gt=0, description="steps with gradients (window size / max window)")
-    update_per_window: bool = Field(False, description="window mode: one optimiser update per window")
+    mode: str = Field("progressive", description="the truncated-backprop plan: full, window, progressive, last_k "
+                      "(see th1nker.train.plans)")
+    window: int = Field(8, gt=0, le=MAX_STEPS, description="steps with gradients (window size / max window / k)")
+    update_per_window: bool = Field(False, description="one optimiser update per gradient window; with accumulate N, "
+                                    "update k averages window k of N micro-batches")
+    mean_depth: float | None = Field(None, gt=0, description="last_k: mean of the random total depth (default schedule.steps)")
+
+    @field_validator("mode")
+    @classmethod
+    def _known_plan(cls, mode: str) -> str:
+        from th1nker.plans import PLANS
+
+        if mode not in PLANS:
+            raise ValueError(unknown_name_message("tbptt plan", mode, PLANS))
+        return mode
 
 
 class OptimizerConfig(Strict):
@@ -174,7 +271,8 @@ class TrainConfig(Strict):
 
 
 class EvalConfig(Strict):
-    steps: list[int] = Field([5, 10, 20, 40, 80], description="thinking steps evaluated")
+    steps: list[Annotated[int, Field(gt=0, le=MAX_STEPS)]] = Field(
+        [5, 10, 20, 40, 80], min_length=1, description="thinking steps evaluated")
     batch_size: int = Field(256, gt=0)
     ablate: list[str] = Field([], description="inputs replaced by zeros at evaluation (ablation), e.g. [image]")
 
@@ -224,13 +322,6 @@ class Recipe(Strict):
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
 
-def unknown_name_message(what: str, name: str, known) -> str:
-    known = sorted(known)
-    close = difflib.get_close_matches(name, known, n=1)
-    hint = f"; did you mean '{close[0]}'?" if close else ""
-    return f"unknown {what} '{name}'{hint} (known: {', '.join(known)})"
-
-
 @lru_cache(maxsize=None)
 def _schema_for(kinds: tuple[str, ...]) -> type[Recipe]:
     from th1nker.registry import config_class
@@ -261,11 +352,15 @@ def read_yaml(path: Path) -> dict:
 
 
 def merge(base: dict, child: dict) -> dict:
-    """Deep-merge `child` over `base`; a mapping whose `kind` changes is replaced, not merged."""
+    """Deep-merge `child` over `base`; a mapping whose `kind` changes is replaced, not merged, and
+    `null` over a mapping or a list (a block, a section, an edge list) deletes it; over a plain value
+    null is the value."""
     out = copy.deepcopy(base)
     for key, value in child.items():
         old = out.get(key)
-        if isinstance(old, dict) and isinstance(value, dict) and old.get("kind", value.get("kind")) == value.get("kind", old.get("kind")):
+        if value is None and isinstance(old, (dict, list)):
+            del out[key]
+        elif isinstance(old, dict) and isinstance(value, dict) and old.get("kind", value.get("kind")) == value.get("kind", old.get("kind")):
             out[key] = merge(old, value)
         else:
             out[key] = copy.deepcopy(value)
@@ -327,6 +422,8 @@ def format_errors(error: ValidationError, data: dict) -> list[str]:
         # a tagged union puts the tag into the path (model.blocks.x.<kind>.field): drop it
         if len(loc) >= 4 and loc[:2] == ["model", "blocks"] and loc[3] in kinds():
             del loc[3]
+        if len(loc) >= 4 and loc[:2] == ["schedule", "step"] and loc[3] in ("name", "call"):
+            del loc[3]
         path = ".".join(loc) or "<root>"
         if err["type"] == "union_tag_invalid":
             msg = unknown_name_message("block kind", str(err["ctx"]["tag"]), kinds())
@@ -368,10 +465,30 @@ def validate_recipe(data: dict, source: str = "<recipe>") -> Recipe:
         raise RecipeError(f"{source}: {len(lines)} error(s)\n" + "\n".join(f"  {line}" for line in lines)) from None
     from th1nker.graph import BlockGraph
 
-    problems = BlockGraph.problems(recipe)
+    problems = model_problems(recipe) or BlockGraph.problems(recipe)
     if problems:
         raise RecipeError(f"{source}: {len(problems)} error(s)\n" + "\n".join(f"  {p}" for p in problems))
     return recipe
+
+
+def model_problems(recipe: Recipe) -> list[str]:
+    """What the schema cannot see field by field: sizes against the model width, and the states that
+    every call names."""
+    m, out = recipe.model, []
+    for name, cfg in m.blocks.items():
+        out += [f"model.blocks.{name}.{p}" for p in cfg.problems(m.dim)]
+    inputs = {INPUT, "text", "image", "audio"}
+    for i, entry in enumerate(recipe.schedule.step):
+        if isinstance(entry, str):
+            continue
+        for field in ("write", "read"):
+            state = getattr(entry, field)
+            if state is not None and state not in m.states:
+                out.append(f"schedule.step.{i}.{field}: {unknown_name_message('state', state, m.states)}")
+        for name in entry.add:
+            if name not in m.states and name not in inputs:
+                out.append(f"schedule.step.{i}.add: {unknown_name_message('state or input', name, [*m.states, *sorted(inputs)])}")
+    return out
 
 
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:

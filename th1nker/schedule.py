@@ -1,21 +1,24 @@
-"""Schedules decide which blocks make up each thinking step.
+"""Schedules decide which calls make up each thinking step.
 
 fixed: the recipe's step every time. random: a random walk through the graph within length bounds.
-probe: the model's Probe picks each next block per example, and may halt. policy: any callable does.
+probe: the model's Probe picks each next block per example, and may halt. policy: a callable picks,
+or, with none, the caller of the thinking loop does (a `Decide` event; the RL environments).
+
+A schedule's `step(model, thought)` is a generator: it runs the step's calls and yields only to ask
+its caller for decisions. What it remembers across steps lives on the Thought (`last_action`).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from typing import Callable, Generator
 
 import torch
 from torch import Tensor
 
-from th1nker.recipe import ScheduleConfig
+from th1nker.errors import RecipeError
+from th1nker.events import Decide
+from th1nker.recipe import ScheduleConfig, as_call
 from th1nker.thought import Thought
-
-if TYPE_CHECKING:
-    from th1nker.model import Th1nker
 
 # policy(thought, mask) -> (B,) action indices into graph.actions (len(actions) = halt)
 Policy = Callable[[Thought, Tensor], Tensor]
@@ -24,20 +27,22 @@ Policy = Callable[[Thought, Tensor], Tensor]
 class Schedule:
     """Runs one thinking step on a Thought."""
 
-    def run_step(self, model: "Th1nker", thought: Thought) -> Thought:  # pragma: no cover - abstract
+    halts = False  # whether examples may stop thinking before the last step
+
+    def step(self, model, thought: Thought) -> Generator:  # pragma: no cover - abstract
         raise NotImplementedError
 
 
 class FixedSchedule(Schedule):
-    """The same walk of blocks at every step."""
+    """The same calls at every step."""
 
-    def __init__(self, step: list[str]):
-        self.step = list(step)
+    def __init__(self, step: list):
+        self.step_entries = list(step)
 
-    def run_step(self, model, thought):
-        for name in self.step:
-            thought = model.run_block(name, thought)
-        return thought
+    def step(self, model, thought):
+        for entry in self.step_entries:
+            model.run_call(entry, thought)
+        yield from ()
 
 
 class RandomSchedule(Schedule):
@@ -65,31 +70,34 @@ class RandomSchedule(Schedule):
             walk.append(self._pick(nexts))
         return walk
 
-    def run_step(self, model, thought):
+    def step(self, model, thought):
         previous = thought.trace[-1] if thought.trace else None
         for name in self.walk(model.graph, previous):
-            thought = model.run_block(name, thought)
-        return thought
+            model.run_call(name, thought)
+        yield from ()
 
 
 class PolicySchedule(Schedule):
-    """Each example's next block is chosen by `policy(thought, mask)`; a step ends at an end block.
+    """Each example's next block is chosen by `policy(thought, mask)` (None: by the loop's caller, through
+    a `Decide` event); a step ends at an end block.
 
     Examples that chose different blocks run them as masked updates of the batch, so one batch can
     follow many paths. Choosing halt (index len(actions)) stops that example for good. Each decision
     charges `decision_cost` to the examples still deciding (not to those waiting or halted).
     """
 
-    def __init__(self, policy: Policy, max_len: int, decision_cost: float = 0.0):
+    halts = True
+
+    def __init__(self, policy: Policy | None, max_len: int, decision_cost: float = 0.0):
         self.policy = policy
         self.max_len = max_len
         self.decision_cost = decision_cost
 
-    def run_step(self, model, thought):
+    def step(self, model, thought):
         graph = model.graph
         table = model.mask_table()  # (A + 2, A + 1): row = last action (A = halt, A + 1 = none yet)
         n_actions = len(graph.actions)
-        last = thought.aux.get("last_action")
+        last = thought.last_action
         if last is None:
             last = torch.full_like(thought.halted, n_actions + 1, dtype=torch.long)
         done = thought.halted.clone()
@@ -102,7 +110,7 @@ class PolicySchedule(Schedule):
             done |= ~mask.any(dim=1)
             if bool(done.all()):
                 break
-            choice = self.policy(thought, mask)
+            choice = self.policy(thought, mask) if self.policy else (yield Decide(thought, mask, ~done, i))
             thought.cost = thought.cost + self.decision_cost * ~done
             choice = torch.where(done, torch.full_like(choice, -1), choice)
             halting = choice == n_actions
@@ -112,23 +120,23 @@ class PolicySchedule(Schedule):
                 if a == n_actions:
                     continue
                 rows = choice == a
-                thought = model.run_block(graph.actions[a], thought, rows=rows)
+                model.run_call(graph.actions[a], thought, rows=rows)
                 last = torch.where(rows, torch.full_like(last, a), last)
                 if graph.actions[a] in graph.end:
                     done |= rows
+            thought.last_action = last
             if bool(done.all()):
                 break
-        thought.aux["last_action"] = last
-        return thought
+        thought.last_action = last
 
 
-def probe_policy(model: "Th1nker", probe: str, greedy: bool = True,
-                 generator: torch.Generator | None = None) -> Policy:
+def probe_policy(model, probe: str, greedy: bool = True, generator: torch.Generator | None = None) -> Policy:
     """A policy that asks the model's probe block, masked by the graph (its cost is charged by the schedule)."""
 
     def choose(thought: Thought, mask: Tensor) -> Tensor:
         block = model.blocks[probe]
-        logits = block.logits(thought.latent).masked_fill(~mask.to(thought.latent.device), float("-inf"))
+        latent = thought.states[model.default_state]
+        logits = block.logits(latent).masked_fill(~mask.to(latent.device), float("-inf"))
         if greedy:
             return logits.argmax(-1)
         return torch.multinomial(logits.softmax(-1).float().cpu(), 1, generator=generator).squeeze(1).to(logits.device)
@@ -136,16 +144,19 @@ def probe_policy(model: "Th1nker", probe: str, greedy: bool = True,
     return choose
 
 
-def make_schedule(config: ScheduleConfig, model: "Th1nker", generator: torch.Generator | None = None,
-                  policy: Policy | None = None) -> Schedule:
-    """The schedule a recipe asks for (`policy` is required for kind 'policy')."""
+def make_schedule(config: ScheduleConfig, model, generator: torch.Generator | None = None,
+                  policy: Policy | None = None, external: bool = False) -> Schedule:
+    """The schedule a recipe asks for. Kind 'policy' takes `policy`, or with `external` its decisions
+    come from whoever drives the thinking loop (`Decide` events)."""
     if config.kind == "fixed":
-        return FixedSchedule(config.step)
+        return FixedSchedule([as_call(e, model.default_state) for e in config.step])
     if config.kind == "random":
         return RandomSchedule(config.min_len, config.max_len, generator)
     if config.kind == "probe":
         return PolicySchedule(probe_policy(model, config.probe, config.greedy, generator), config.max_len,
                               model.blocks[config.probe].cost)
-    if policy is None:
-        raise ValueError("schedule kind 'policy' needs a policy callable: make_schedule(..., policy=fn)")
+    if policy is None and not external:
+        raise RecipeError("schedule.kind: 'policy' takes its decisions from an outside policy (an RL environment "
+                          "or code that drives th1nker.loop.think); `th1nker train`/`eval` cannot run it: use "
+                          "kind fixed, random or probe")
     return PolicySchedule(policy, config.max_len)

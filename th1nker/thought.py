@@ -1,4 +1,9 @@
-"""The Thought: everything that flows through the blocks during one run of thinking."""
+"""The Thought: everything that flows through the blocks during one run of thinking.
+
+Every field has a stated lifetime: per run (states, inputs, memories, trace, cost), per step (`outputs`),
+per gradient window (`window`: auxiliary losses and caches, dropped at every window boundary), per call
+(`focus`: the state the running block sees as `latent`).
+"""
 
 from __future__ import annotations
 
@@ -28,45 +33,108 @@ class Output:
 
 
 @dataclass
-class Thought:
-    """The latent (short-term memory) with the encoded inputs, memories and a record of the run.
+class AuxLoss:
+    """An auxiliary loss a block added at one call (the MoE balance loss, the indexer's distillation).
 
-    latent: (B, L, D). inputs: modality -> Source, encoded once and re-read at every step.
-    store: the medium-term LatentStore. longterm: long-term memory, when the recipe has one.
-    trace: names of the blocks run, in order. cost: (B,) compute spent per example.
-    outputs: what the output blocks produced, step by step. halted: (B,) bool, set by the probe.
+    The loop reduces the calls of each `name` in a gradient window by `reduce` and adds `weight` times
+    that to the window's loss.
     """
 
-    latent: Tensor
+    name: str
+    value: Tensor
+    weight: float = 1.0
+    reduce: str = "mean"  # "mean" | "sum" over the window's calls
+
+
+@dataclass
+class WindowState:
+    """What lives for one gradient window and must not cross its boundary: the blocks' auxiliary
+    losses, and caches of values computed with the window's graph (e.g. compressed memory blocks)."""
+
+    losses: list[AuxLoss] = field(default_factory=list)
+    cache: dict[str, Tensor] = field(default_factory=dict)
+
+    def aux_losses(self) -> dict[str, tuple[float, Tensor]]:
+        """name -> (weight, the mean or sum of its values over the window's calls)."""
+        groups: dict[str, list[AuxLoss]] = {}
+        for loss in self.losses:
+            groups.setdefault(loss.name, []).append(loss)
+        out = {}
+        for name, calls in groups.items():
+            total = torch.stack([c.value.float() for c in calls]).sum()
+            out[name] = (calls[0].weight, total / len(calls) if calls[0].reduce == "mean" else total)
+        return out
+
+
+@dataclass
+class Thought:
+    """Named latent states (short-term memory) with the encoded inputs, memories and a record of the run.
+
+    states: name -> (B, L, D); the running block reads and writes `latent`, the state its call names.
+    inputs: modality -> Source, encoded once and re-read at every step. store: the medium-term
+    LatentStore (of the default state). longterm: long-term memory, when the batch has one.
+    trace: the blocks run, in order. cost: (B,) compute spent per example. outputs: what output blocks
+    produced this step. latest: each output block's latest output over the run, merged over the rows
+    that ran it. halted: (B,) bool, set by the probe. last_action: (B,) the policy schedule's last
+    choice per example (kept across steps and windows). reads: rows an on-disk memory read returned,
+    per block, at its latest call.
+    """
+
+    states: dict[str, Tensor]
     inputs: dict[str, Source]
     store: object
     longterm: object | None = None
+    focus: str = "latent"
     step: int = 0
-    grid: tuple[int, int] | None = None
+    grids: dict[str, tuple[int, int] | None] = field(default_factory=dict)
     trace: list[str] = field(default_factory=list)
     cost: Tensor | None = None
     outputs: list[Output] = field(default_factory=list)
+    latest: dict[str, Output] = field(default_factory=dict)
+    last_block: str | None = None
     halted: Tensor | None = None
-    aux: dict[str, Tensor] = field(default_factory=dict)
+    last_action: Tensor | None = None
+    window: WindowState = field(default_factory=WindowState)
+    reads: dict[str, Tensor] = field(default_factory=dict)
 
     def __post_init__(self):
-        b = self.latent.shape[0]
+        ref = next(iter(self.states.values()))
         if self.cost is None:
-            self.cost = torch.zeros(b, device=self.latent.device)
+            self.cost = torch.zeros(ref.shape[0], device=ref.device)
         if self.halted is None:
-            self.halted = torch.zeros(b, dtype=torch.bool, device=self.latent.device)
+            self.halted = torch.zeros(ref.shape[0], dtype=torch.bool, device=ref.device)
 
-    def step_outputs(self, step: int | None = None) -> list[Output]:
-        """The outputs produced at `step` (default: the current step)."""
-        step = self.step if step is None else step
-        return [o for o in self.outputs if o.step == step]
+    @property
+    def latent(self) -> Tensor:
+        """The state the running call reads and writes."""
+        return self.states[self.focus]
 
-    def detach(self) -> "Thought":
-        """Stop gradients into everything computed so far (truncated backprop)."""
-        self.latent = self.latent.detach()
+    @latent.setter
+    def latent(self, value: Tensor) -> None:
+        self.states[self.focus] = value
+
+    @property
+    def grid(self) -> tuple[int, int] | None:
+        """The 2-D layout of the focused state's slots, when it follows a grid-shaped input."""
+        return self.grids.get(self.focus)
+
+    def record(self, out: Output) -> None:
+        """Keep an output block's result: this step's list, and its latest value per example."""
+        self.outputs.append(out)
+        old = self.latest.get(out.block)
+        if out.rows is not None and old is not None:
+            rows = out.rows.view(-1, *([1] * (out.logits.dim() - 1)))
+            out = Output(out.step, out.block, torch.where(rows, out.logits, old.logits), None)
+        self.latest[out.block] = out
+        self.last_block = out.block
+
+    def end_window(self) -> "Thought":
+        """A gradient-window boundary: stop gradients into everything computed so far, and drop
+        what lived for the window (its losses and caches)."""
+        self.states = {k: v.detach() for k, v in self.states.items()}
         if hasattr(self.store, "detach"):
             self.store.detach()
         self.outputs = [Output(o.step, o.block, o.logits.detach(), o.rows) for o in self.outputs]
-        self.aux = {k: v.detach() if isinstance(v, Tensor) else v
-                    for k, v in self.aux.items() if not k.startswith("loss/")}
+        self.latest = {k: Output(o.step, o.block, o.logits.detach(), o.rows) for k, o in self.latest.items()}
+        self.window = WindowState()
         return self

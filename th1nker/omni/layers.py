@@ -139,9 +139,9 @@ class MoE(nn.Module):
     """Top-k mixture of SwiGLU experts with the Switch-Transformer load-balancing loss.
 
     Expert weights are batched tensors; tokens are sorted by expert into padded groups and run
-    through all experts at once with `bmm`. After each forward, `self.aux_loss` holds
+    through all experts at once with `bmm`. A forward leaves in `self.aux_loss`
     E * sum_e f_e * P_e (f_e: share of routed slots, P_e: mean router probability), which is 1 for a
-    perfectly balanced router; collect it over a model with `aux_loss(model)`.
+    perfectly balanced router; whoever ran the forward takes it at once with `pop_aux_loss(module)`.
     """
 
     def __init__(self, dim: int, hidden: int, experts: int, top_k: int = 2):
@@ -181,13 +181,15 @@ class MoE(nn.Module):
         return torch.zeros_like(x).index_add_(0, token, slots).view(shape)
 
 
-def aux_loss(module: nn.Module) -> Tensor:
-    """Sum of the last load-balancing losses of every MoE inside `module` (0 when there is none)."""
-    losses = [m.aux_loss for m in module.modules() if isinstance(m, MoE) and m.aux_loss is not None]
-    if not losses:
-        device = next(module.parameters(), torch.empty(0)).device
-        return torch.zeros((), device=device)
-    return torch.stack(losses).sum()
+def pop_aux_loss(module: nn.Module) -> Tensor | None:
+    """Sum of the load-balancing losses the MoEs inside `module` left at their last forward, taken
+    away (so no loss outlives the call that made it); None when none ran."""
+    losses = []
+    for m in module.modules():
+        if isinstance(m, MoE) and m.aux_loss is not None:
+            losses.append(m.aux_loss)
+            m.aux_loss = None
+    return torch.stack(losses).sum() if losses else None
 
 
 class TransformerBlock(nn.Module):

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict
 from torch import Tensor, nn
 
-from .layers import KVCache, RMSNorm, TransformerBlock, aux_loss
+from .layers import KVCache, RMSNorm, TransformerBlock, pop_aux_loss
 
 
 class ThinkerConfig(BaseModel):
@@ -83,7 +83,8 @@ class ThinkerLM(nn.Module):
         logits, _ = self(ids[:, :-1], mask=None if mask is None else mask[:, :-1])
         targets = ids[:, 1:] if mask is None else ids[:, 1:].masked_fill(~mask[:, 1:].bool(), -100)
         ce = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-100)
-        return ce, aux_loss(self)
+        balance = pop_aux_loss(self)
+        return ce, balance if balance is not None else ce.new_zeros(())
 
     @torch.no_grad()
     def generate(self, ids: Tensor, max_new_tokens: int, temperature: float = 0.0,

@@ -1,14 +1,26 @@
-"""Reasoning tasks generated from a seed, each with a difficulty knob and exact scoring."""
+"""Reasoning tasks generated from a seed (or read from files), each with a difficulty knob and exact scoring.
 
-from th1nker.tasks.base import IGNORE, Batch, Task, TaskSpec
+The names are known without importing torch (recipes validate light); a task's module is imported
+when `make_task` builds it. Plugins register more with `@register_task("name")`.
+"""
 
-TASKS: dict[str, type[Task]] = {}
+from __future__ import annotations
+
+from importlib import import_module
+
+# task name -> the module that defines it (imported by make_task)
+BUILTIN_TASKS = {
+    "prefix_parity": "prefix_parity", "addition": "addition", "maze": "maze", "text_qa": "text_qa",
+    "delayed_recall": "delayed_recall", "kv_facts": "kv_facts", "speak": "speak", "media_qa": "media_files",
+    "omni_qa": "omni_qa", "scene_qa": "scenes", "sound_qa": "sounds", "text_lm": "text_lm",
+}
+TASKS: dict[str, type] = {}  # name -> Task class, filled as task modules are imported
 
 
 def register_task(name: str):
     """Class decorator: make a Task available to recipes as `task.kind: name`."""
 
-    def wrap(cls: type[Task]) -> type[Task]:
+    def wrap(cls):
         cls.name = name
         TASKS[name] = cls
         return cls
@@ -16,14 +28,26 @@ def register_task(name: str):
     return wrap
 
 
-def make_task(config, seed: int = 0) -> Task:
-    return TASKS[config.kind](config, seed)
+def task_names() -> list[str]:
+    """Every task a recipe may name, sorted (imports no task module)."""
+    return sorted(set(BUILTIN_TASKS) | set(TASKS))
 
 
-from th1nker.tasks import prefix_parity  # noqa: E402,F401  (registers the built-in tasks)
-from th1nker.tasks import addition, maze, text_qa  # noqa: E402,F401
-from th1nker.tasks import delayed_recall, kv_facts  # noqa: E402,F401
-from th1nker.tasks import speak  # noqa: E402,F401
-from th1nker.tasks import media_files, omni_qa, scenes, sounds, text_lm  # noqa: E402,F401
+def task_class(name: str) -> type:
+    if name not in TASKS and name in BUILTIN_TASKS:
+        import_module(f"th1nker.tasks.{BUILTIN_TASKS[name]}")
+    return TASKS[name]
 
-__all__ = ["IGNORE", "Batch", "Task", "TaskSpec", "TASKS", "register_task", "make_task"]
+
+def make_task(config, seed: int = 0):
+    """The task a recipe's `task` section describes."""
+    return task_class(config.kind)(config, seed)
+
+
+def __getattr__(name: str):  # Batch, Task, TaskSpec, IGNORE live in th1nker.tasks.base (torch)
+    if name in ("IGNORE", "Batch", "Task", "TaskSpec"):
+        return getattr(import_module("th1nker.tasks.base"), name)
+    raise AttributeError(f"module 'th1nker.tasks' has no attribute {name!r}")
+
+
+__all__ = ["IGNORE", "Batch", "Task", "TaskSpec", "TASKS", "register_task", "make_task", "task_names", "task_class"]

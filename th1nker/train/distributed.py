@@ -138,7 +138,7 @@ def _shard(model: nn.Module, mesh) -> None:
     for unit in list(units(model)):
         fully_shard(unit, mesh=mesh)
     fully_shard(model, mesh=mesh)
-    for method in ("start", "encode", "step"):
+    for method in ("start", "encode", "run_call"):
         register_fsdp_forward_method(model, method)
 
 

@@ -8,11 +8,12 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from th1nker.errors import CheckpointError, DataError
+from th1nker.errors import CheckpointError, DataError, RecipeError
+from th1nker.loop import StepEnd, think
 from th1nker.model import Th1nker
 from th1nker.recipe import load_recipe
-from th1nker.schedule import make_schedule
 from th1nker.tasks import make_task
+from th1nker.train.device import pick_device
 from th1nker.train.checkpoint import find_checkpoint, load_state, load_weights
 
 EVAL_SEED = 1234  # initial latents at evaluation: fixed, so evaluations are repeatable
@@ -21,30 +22,32 @@ EVAL_SEED = 1234  # initial latents at evaluation: fixed, so evaluations are rep
 @torch.no_grad()
 def accuracy_by_steps(model: Th1nker, task, difficulties: list[int], steps: list[int],
                       batch_size: int = 256) -> dict:
-    """{"accuracy": {difficulty: {steps: acc}}, "halting": ...} from one unroll per eval batch."""
+    """{"accuracy": {difficulty: {steps: acc}}, "halting": ...} from one unroll per eval batch.
+
+    Only what is reported is kept: the count of right answers at each evaluated step, and when each
+    example halted."""
     model.eval()
     device = next(model.parameters()).device
-    wanted, horizon = set(steps), max(steps)
+    wanted, horizon = sorted(set(steps)), max(steps)
     accuracy, halting = {}, {}
     for d in difficulties:
         full = zeroed(task.eval_batch(d), model.recipe.eval.ablate)
-        correct = dict.fromkeys(steps, 0)
+        correct = dict.fromkeys(wanted, 0)
         halted_steps = []
         for lo in range(0, len(full), batch_size):
             batch = _slice(full, lo, lo + batch_size).to(device)
             g = torch.Generator().manual_seed(EVAL_SEED + lo)
-            schedule = make_schedule(model.recipe.schedule, model, g)
-            thought = model.start(batch, g)
             halt_at = torch.full((len(batch),), horizon, device=device)
-            for s in range(1, horizon + 1):
-                was = thought.halted.clone()
-                if not bool(was.all()):
-                    thought = model.step(thought, schedule)
-                halt_at = torch.where(thought.halted & ~was, torch.full_like(halt_at, s), halt_at)
-                if s in wanted:
-                    pred = model.prediction(thought)
-                    if pred is not None:
-                        correct[s] += int(task.score(pred, batch).sum())
+            pending, thought = list(wanted), None
+            for event in think(model, batch, steps=horizon, generator=g):
+                if isinstance(event, StepEnd):
+                    thought, s = event.thought, event.thought.step
+                    halt_at = torch.where(thought.halted & (halt_at == horizon), torch.full_like(halt_at, s), halt_at)
+                    while pending and pending[0] <= s:
+                        correct[pending.pop(0)] += _score(model, task, thought, batch)
+            right = _score(model, task, thought, batch) if pending else 0  # all halted: the answer stands
+            for s in pending:
+                correct[s] += right
             halted_steps.append(halt_at.float())
         accuracy[str(d)] = {str(s): correct[s] / len(full) for s in steps}
         if model.recipe.schedule.kind in ("probe", "policy"):
@@ -54,6 +57,11 @@ def accuracy_by_steps(model: Th1nker, task, difficulties: list[int], steps: list
     if halting:
         result["halting"] = halting
     return result
+
+
+def _score(model, task, thought, batch) -> int:
+    pred = model.prediction(thought) if thought is not None else None
+    return 0 if pred is None else int(task.score(pred, batch).sum())
 
 
 def _slice(batch, lo: int, hi: int):
@@ -114,7 +122,8 @@ def plot_accuracy(result: dict, path: Path, train_steps: int | None = None) -> N
 
 
 def load_model(recipe_path: Path, checkpoint: Path | None, overrides: list[str], use_ema: bool = True):
-    """(recipe, task, model) with the checkpoint's weights (its EMA when it kept one)."""
+    """(recipe, task, model) with the checkpoint's weights (its EMA when it kept one), on the recipe's
+    `train.device` (auto: CUDA when there is one)."""
     recipe = load_recipe(recipe_path, overrides)
     task = make_task(recipe.task, recipe.seed)
     model = Th1nker(recipe, task.spec)
@@ -130,11 +139,19 @@ def load_model(recipe_path: Path, checkpoint: Path | None, overrides: list[str],
             model = holder.module
         else:
             load_weights(model, weights, state, recipe.model_dump(mode="json"))
-    model.eval()
+    model.to(pick_device(recipe.train.device)).eval()
     return recipe, task, model
 
 
+def runnable_alone(recipe_path: Path, overrides: list[str]) -> None:
+    """Refuse a recipe whose schedule needs an outside policy, before any checkpoint is read."""
+    if load_recipe(recipe_path, overrides).schedule.kind == "policy":
+        raise RecipeError(f"{recipe_path}: schedule.kind: 'policy' takes its decisions from an outside policy "
+                          "(an RL environment); evaluate with kind fixed, random or probe (--set schedule.kind=probe)")
+
+
 def evaluate_checkpoint(recipe_path: Path, checkpoint: Path, overrides: list[str], steps: list[int] | None) -> dict:
+    runnable_alone(recipe_path, overrides)
     recipe, task, model = load_model(recipe_path, checkpoint, overrides)
     return accuracy_by_steps(model, task, recipe.task.eval, steps or recipe.eval.steps, recipe.eval.batch_size)
 
@@ -146,23 +163,20 @@ def think_one(recipe_path: Path, checkpoint: Path | None, text: str, steps: int 
     write the speech block's answer there as a wav."""
     if checkpoint is None:
         raise CheckpointError("think needs --checkpoint: a run folder from `th1nker train` (untrained weights answer at random)")
+    runnable_alone(recipe_path, overrides)
     recipe, task, model = load_model(recipe_path, checkpoint, overrides)
-    batch = task.encode(text)
-    steps = steps or recipe.schedule.steps
-    g = torch.Generator().manual_seed(EVAL_SEED)
-    schedule = make_schedule(recipe.schedule, model, g)
-    thought = model.start(batch, g)
-    first_right, rows = None, []
-    for s in range(1, steps + 1):
-        n_trace = len(thought.trace)
-        thought = model.step(thought, schedule)
+    batch = task.encode(text).to(next(model.parameters()).device)
+    first_right, rows, n_trace, thought = None, [], 0, None
+    for event in think(model, batch, steps=steps or recipe.schedule.steps, generator=torch.Generator().manual_seed(EVAL_SEED)):
+        if not isinstance(event, StepEnd):
+            continue
+        thought = event.thought
         pred = model.prediction(thought)
         right = bool(task.score(pred, batch).all()) if pred is not None and (batch.target >= 0).any() else None
         if right and first_right is None:
-            first_right = s
-        rows.append((s, " -> ".join(thought.trace[n_trace:]), task.decode(pred[0]) if pred is not None else "", right))
-        if bool(thought.halted.all()):
-            break
+            first_right = thought.step
+        rows.append((thought.step, " -> ".join(thought.trace[n_trace:]), task.decode(pred[0].cpu()) if pred is not None else "", right))
+        n_trace = len(thought.trace)
     if trace:
         table = Table(title=f"thinking on {text!r}")
         for col in ("step", "blocks", "prediction", "right"):

@@ -6,38 +6,43 @@ import math
 import time
 from collections import defaultdict
 from contextlib import nullcontext
+from itertools import zip_longest
 from pathlib import Path
 
 import torch
 
+from th1nker.errors import RecipeError
+from th1nker.loop import WindowEnd, think
 from th1nker.model import Th1nker
+from th1nker.plans import PLANS
 from th1nker.recipe import Recipe
 from th1nker.schedule import make_schedule
 from th1nker.train import checkpoint as ckpt_io
 from th1nker.train import distributed
+from th1nker.train.device import pick_device
 from th1nker.train.optim import build_ema, build_optimizer, build_scheduler
-from th1nker.train.tbptt import unroll
 
 
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+class TorchRng:
+    """The `Rng` a TBPTT plan draws from, backed by a torch generator (one seed drives everything)."""
 
+    def __init__(self, generator: torch.Generator):
+        self.generator = generator
 
-def aux_loss(model: torch.nn.Module) -> torch.Tensor | float:
-    """Auxiliary losses the layers left behind (the MoE balance loss), or 0."""
-    try:
-        from th1nker.omni.layers import aux_loss as layer_aux
-    except ImportError:
-        return 0.0
-    return layer_aux(model)
+    def integer(self, lo: int, hi: int) -> int:
+        return int(torch.randint(lo, hi + 1, (1,), generator=self.generator))
+
+    def uniform(self) -> float:
+        return float(torch.rand(1, generator=self.generator))
 
 
 class Trainer:
     """Truncated-backprop multistep training of a Th1nker model on a task."""
 
     def __init__(self, recipe: Recipe, task, device: torch.device | None = None):
+        if recipe.schedule.kind == "policy":
+            raise RecipeError("schedule.kind: 'policy' takes its decisions from an outside policy (an RL "
+                              "environment); training needs a schedule of its own: fixed, random or probe")
         self.recipe, self.task, self.cfg = recipe, task, recipe.train
         # under torchrun: join the process group; each rank trains on its slice of every global batch
         self.device = distributed.init(self.cfg.distributed.backend, device or pick_device(self.cfg.device))
@@ -53,36 +58,54 @@ class Trainer:
         self.skipped = 0
         self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda"
                          else nullcontext())
+        self._updates = self._update_stream()
 
     @property
     def eval_model(self) -> Th1nker:
         return self.ema.module if self.ema is not None else self.model
 
     def train_update(self) -> dict:
-        """One update (several with `update_per_window`): returns its metrics."""
-        cfg = self.cfg
-        self.model.train()
-        per_step: dict[int, float] = {}  # this rank's (rank 0 logs them)
-        total, steps, aux = 0.0, [], []  # steps: (grad norm, loss averaged over ranks) per optimiser step
-        for _ in range(cfg.accumulate):
-            batch = distributed.shard_batch(self.task.train_batch(cfg.batch_size, self.generator)).to(self.device)
-            with self.autocast:
-                windows = unroll(self.model, batch, self.schedule, cfg, self.recipe.schedule.steps,
-                                 self.generator, self.recipe.model.latent.noise)
-                for loss, losses in windows:
-                    aux.append(torch.as_tensor(aux_loss(self.model)))
-                    loss = (loss + cfg.aux_loss_weight * aux[-1]) / cfg.accumulate
-                    loss.backward()
-                    total += loss.detach().item()
-                    per_step.update({k: v.detach().item() for k, v in losses.items()})
-                    if cfg.tbptt.update_per_window:
-                        steps.append(self._optimizer_step(total))
-        if not cfg.tbptt.update_per_window:
-            steps.append(self._optimizer_step(total))
-        return {"loss": steps[-1][1], "grad_norm": max(n for n, _ in steps), "lr": self.scheduler.get_last_lr()[0],
-                "aux_loss": float(torch.stack(aux).detach().mean()), "per_step": per_step}
+        """One optimiser update: returns its metrics."""
+        return next(self._updates)
 
-    def _optimizer_step(self, loss: float) -> tuple[float, float]:
+    def _update_stream(self):
+        """Optimiser updates, forever. Each unroll draws one TBPTT plan, shared by its `accumulate`
+        micro-batches; every gradient window is backpropagated as soon as it ends. With
+        `update_per_window`, update k steps on window k of every micro-batch; otherwise one update
+        steps on all windows of all micro-batches."""
+        cfg = self.cfg
+        while True:
+            self.model.train()
+            plan = PLANS[cfg.tbptt.mode](cfg.tbptt, self.recipe.schedule.steps, TorchRng(self.generator))
+            runs = [self._windows(plan) for _ in range(cfg.accumulate)]
+            total, per_step, aux = 0.0, {}, {}
+            for windows in zip_longest(*runs):  # window k of every micro-batch (each backpropagated already)
+                for w in filter(None, windows):
+                    total += w.loss.detach().item() / cfg.accumulate
+                    per_step.update({k: v.detach().item() for k, v in w.step_losses.items()})
+                    for name, v in w.aux.items():
+                        aux.setdefault(name, []).append(v.detach().item())
+                if cfg.tbptt.update_per_window:
+                    yield self._optimizer_step(total, per_step, aux)
+                    total, per_step, aux = 0.0, {}, {}
+            if not cfg.tbptt.update_per_window:
+                yield self._optimizer_step(total, per_step, aux)
+
+    def _windows(self, plan):
+        """One micro-batch's unroll: yields each gradient window after backpropagating its loss."""
+        batch = distributed.shard_batch(self.task.train_batch(self.cfg.batch_size, self.generator)).to(self.device)
+        run = think(self.model, batch, self.schedule, plan=plan, loss_weights=self.cfg.loss_weights,
+                    noise=True, generator=self.generator)
+        while True:
+            with self.autocast:  # entered per event: no context is held while another unroll runs
+                event = next(run, None)
+            if event is None:
+                return
+            if isinstance(event, WindowEnd):
+                (event.loss / self.cfg.accumulate).backward()
+                yield event
+
+    def _optimizer_step(self, loss: float, per_step: dict, aux: dict) -> dict:
         loss = distributed.sync_gradients(self.model, loss)  # mean over ranks: the same step on every rank
         params = [p for p in self.model.parameters() if p.grad is not None]
         norm = float(torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip or math.inf))
@@ -95,19 +118,21 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
         self.update += 1
-        return norm, loss
+        return {"loss": loss, "grad_norm": norm, "lr": self.scheduler.get_last_lr()[0], "per_step": per_step,
+                **{f"aux_{name}": sum(v) / len(v) for name, v in aux.items()}}
 
     def fit(self, run_dir: Path, tracker=None, progress=None, extra_state: dict | None = None) -> dict:
         """Train until max_updates (or max_minutes), checkpointing every `checkpoint_every` updates."""
         cfg = self.cfg
         start, last_log, window = time.time(), time.time(), defaultdict(list)
         task_id = progress.add_task("training", total=cfg.max_updates, completed=self.update, loss=float("nan")) if progress else None
-        updates_at_log = self.update
+        updates_at_log, saved_at = self.update, None
         metrics = {}
         while self.update < cfg.max_updates:
             metrics = self.train_update()
-            window["loss"].append(metrics["loss"])
-            window["aux_loss"].append(metrics["aux_loss"])  # MoE balance: 1 per balanced MoE layer, 0 without
+            for k, v in metrics.items():  # loss, and aux_<name> for the auxiliary losses this model has
+                if k == "loss" or k.startswith("aux_"):
+                    window[k].append(v)
             for k, v in metrics["per_step"].items():
                 window[f"loss_step_{k + 1:03d}"].append(v)
             if progress:
@@ -123,9 +148,11 @@ class Trainer:
                 last_log, updates_at_log = now, self.update
             if self.update % cfg.checkpoint_every == 0:
                 self.save(run_dir, extra_state or {})
+                saved_at = self.update
             if cfg.max_minutes and distributed.broadcast_object(time.time() - start > 60 * cfg.max_minutes):
                 break  # rank 0's clock decides for every rank
-        self.save(run_dir, extra_state or {})
+        if saved_at != self.update:
+            self.save(run_dir, extra_state or {})
         return {"updates": self.update, "skipped_updates": self.skipped, "final_loss": metrics.get("loss"),
                 "minutes": (time.time() - start) / 60}
 

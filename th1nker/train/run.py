@@ -82,7 +82,7 @@ def _train(recipe_path: Path, overrides: list[str], out: Path | None, resume: bo
     tracker.start(f"{recipe.name}-{run_dir.name}", recipe.model_dump(mode="json"), tags, state.get("mlflow_run_id"))
     n_params = sum(p.numel() for p in trainer.model.parameters())
     console.print(f"[bold]{recipe.name}[/bold]: {n_params:,} parameters on {trainer.device}, "
-                  f"{recipe.schedule.steps} steps of {recipe.schedule.step}, tbptt {recipe.train.tbptt.mode}; "
+                  f"{recipe.schedule.steps} steps of {recipe.schedule.describe()}, tbptt {recipe.train.tbptt.mode}; "
                   f"run folder {run_dir}" + (f", resuming at update {trainer.update}" if resume else ""))
     columns = (TextColumn("[bold blue]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("loss {task.fields[loss]:.4f}"), TimeElapsedColumn(), TimeRemainingColumn())

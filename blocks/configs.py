@@ -1,0 +1,186 @@
+"""The recipe fields of every built-in block kind: plain pydantic, no torch, so validation stays light.
+
+Each block file binds its class to the config here (`@register("process")` finds `ProcessConfig`);
+`BUILTIN` maps every built-in kind to its config and to the class that implements it. `problems`
+checks what a config cannot check alone (sizes against the model width).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from th1nker.schema import BlockConfig, Strict
+
+# the Thinker LM's tiny sizes (μOmni's); th1nker.omni.config.ThinkerConfig has the same defaults
+THINKER_LAYERS, THINKER_HEADS, THINKER_HIDDEN, THINKER_CONTEXT, THINKER_TOP_K = 4, 4, 1024, 512, 2
+
+
+def _divides(name: str, heads: int, width: int, what: str) -> list[str]:
+    return [] if width % heads == 0 else [f"{name}: {heads} heads must divide {what} {width}"]
+
+
+class ReadConfig(BlockConfig):
+    """Cross-attention from the latent to a source (the base of every read block)."""
+
+    role = "read"
+    mode: Literal["attention", "aligned"] = Field(
+        "attention", description="attention: cross-attend; aligned: source position i feeds latent slot i")
+    heads: int = Field(4, gt=0, description="attention heads; divide model.dim")
+    positions: bool = Field(True, description="relative (rotary) positions between latent slots and source")
+
+    def problems(self, dim: int) -> list[str]:
+        return _divides("heads", self.heads, dim, "model.dim") if self.mode == "attention" else []
+
+
+class InputReadConfig(ReadConfig):
+    stream: int | None = Field(None, gt=0, description="read this many input tokens per step (step t: tokens "
+                               "t*stream onwards), nothing once all are read; null = the whole input every step")
+
+
+class ImageReadConfig(InputReadConfig):
+    tokens: Literal["all", "cls"] = Field("all", description="all: CLS then every patch token; cls: CLS alone")
+
+    @model_validator(mode="after")
+    def _cls_is_one_token(self):
+        if self.tokens == "cls" and self.stream is not None:
+            raise ValueError("tokens: cls reads one token; stream needs tokens: all")
+        return self
+
+
+class ReadLatentConfig(ReadConfig):
+    positions: bool = Field(False, description="rotary positions over stored entries")
+
+
+class LevelConfig(Strict):
+    segment: int = Field(16, gt=0, description="tokens compressed together")
+    ratio: int = Field(4, gt=0, description="segment tokens per compressed latent")
+
+
+class CompressConfig(Strict):
+    chunk: int = Field(16, gt=0, description="tokens per stored block")
+    levels: list[LevelConfig] = Field([LevelConfig()], min_length=1, description="compression levels, applied in order")
+    method: Literal["tokens", "mean"] = Field("tokens", description="tokens: learned compression tokens; mean: mean pooling")
+    layers: int = Field(1, ge=0, description="process layers per level")
+    heads: int = Field(4, gt=0, description="attention heads")
+    conditioned: bool = Field(False, description="compression also reads the current latent (blocks cannot be precomputed)")
+
+    @model_validator(mode="after")
+    def _lengths_fit(self):
+        length = self.chunk
+        for i, lv in enumerate(self.levels):
+            if lv.segment % lv.ratio or length % lv.segment:
+                raise ValueError(f"levels.{i}: a segment of {lv.segment} must be a multiple of ratio {lv.ratio} "
+                                 f"and divide the {length} tokens that reach this level")
+            length //= lv.ratio
+        return self
+
+    @property
+    def latents(self) -> int:
+        """Compressed latents per block."""
+        return self.chunk // math.prod(lv.ratio for lv in self.levels)
+
+
+class ReadLongTermConfig(ReadConfig):
+    positions: bool = Field(False, description="rotary positions over the blocks read")
+    top_k: int = Field(4, gt=0, description="blocks read per call")
+    key_dim: int = Field(64, gt=0, description="indexer query/key width")
+    compress: CompressConfig = Field(CompressConfig(), description="how a block of tokens becomes latents")
+    distill: float = Field(1.0, ge=0, description="weight of the indexer's KL to the read attention (training)")
+    dense_train: bool = Field(True, description="training reads the whole pool; false: the indexer's top-k")
+    distractors: int = Field(0, ge=0, description="training: the pools of this many other examples of the batch "
+                             "join each pool (in-batch negatives), to learn to pick one block among many")
+    search: Literal["torch", "faiss_ivf", "faiss_hnsw", "faiss_flat"] = Field(
+        "torch", description="top-k over an on-disk store: exact in torch, or a faiss index (IVF, HNSW, flat)")
+
+    @model_validator(mode="after")
+    def _attends(self):
+        if self.mode != "attention":
+            raise ValueError("mode: read_longterm attends over the blocks it selects; use mode: attention")
+        return self
+
+    def problems(self, dim: int) -> list[str]:
+        return super().problems(dim) + _divides("compress.heads", self.compress.heads, dim, "model.dim")
+
+
+class ProcessConfig(BlockConfig):
+    mixer: Literal["attention", "conv1d", "conv2d", "mlp"] = Field("conv1d", description="how positions exchange information")
+    layers: int = Field(2, gt=0, le=1024, description="mixer+MLP layers per call")
+    kernel: int = Field(3, gt=0, description="convolution kernel size (odd)")
+    heads: int = Field(4, gt=0, description="attention heads (attention mixer); divide model.dim")
+    hidden: int | None = Field(None, gt=0, description="MLP width (default 2 x dim)")
+    norm_out: bool = Field(True, description="RMS-normalise the latent on the way out (bounded over many steps)")
+
+    @model_validator(mode="after")
+    def _odd_kernel(self):
+        if self.mixer in ("conv1d", "conv2d") and self.kernel % 2 == 0:
+            raise ValueError(f"kernel: {self.kernel} is even; an odd kernel keeps the latent's length")
+        return self
+
+    def problems(self, dim: int) -> list[str]:
+        return _divides("heads", self.heads, dim, "model.dim") if self.mixer == "attention" else []
+
+
+class ThinkerBlockConfig(BlockConfig):
+    layers: int = Field(THINKER_LAYERS, gt=0, le=1024, description="transformer layers")
+    heads: int = Field(THINKER_HEADS, gt=0, description="attention heads; divide model.dim")
+    kv_heads: int | None = Field(None, gt=0, description="key/value heads (grouped-query attention); null = heads")
+    hidden: int = Field(THINKER_HIDDEN, gt=0, description="feed-forward width (per expert)")
+    context: int = Field(THINKER_CONTEXT, gt=0, description="most latent slots it takes")
+    experts: int = Field(0, ge=0, description="experts per layer (a top-k mixture); 0 = one SwiGLU")
+    top_k: int = Field(THINKER_TOP_K, gt=0, description="experts each slot is routed to")
+    dropout: float = Field(0.0, ge=0, lt=1, description="dropout in training")
+
+    @model_validator(mode="after")
+    def _routing_fits(self):
+        if self.experts and self.top_k > self.experts:
+            raise ValueError(f"top_k {self.top_k} exceeds experts {self.experts}")
+        if self.kv_heads and self.heads % self.kv_heads:
+            raise ValueError(f"kv_heads {self.kv_heads} must divide heads {self.heads}")
+        return self
+
+    def problems(self, dim: int) -> list[str]:
+        return _divides("heads", self.heads, dim, "model.dim")
+
+
+class OutputConfig(BlockConfig):
+    role = "output"
+    cost: float = Field(0.25, ge=0, allow_inf_nan=False, description="compute cost of one call, used by RL rewards")
+
+
+class SpeechOutputConfig(OutputConfig):
+    dim: int | None = Field(None, gt=0, description="Talker width (default: the model's)")
+    layers: int = Field(2, gt=0, le=1024, description="Talker decoder layers")
+    heads: int = Field(4, gt=0, description="Talker attention heads; divide its width")
+    hidden: int | None = Field(None, gt=0, description="Talker MLP width (default 2 x its width)")
+    stop_weight: float = Field(1.0, ge=0, description="weight of the end-of-speech loss")
+    griffin_lim_iters: int = Field(32, gt=0, description="Griffin-Lim iterations when writing a wav")
+
+    def problems(self, dim: int) -> list[str]:
+        width = self.dim or dim
+        return _divides("heads", self.heads, width, "the Talker width")
+
+
+class ProbeConfig(BlockConfig):
+    role = "probe"
+    cost: float = Field(0.05, ge=0, allow_inf_nan=False, description="compute cost of one call, used by RL rewards")
+    hidden: int = Field(64, gt=0, description="width of the probe's MLP")
+    halt_bias: float = Field(-5.0, description="initial bias of the halt logit (negative = keep thinking)")
+
+
+# kind -> (config, "module:Class" that implements it)
+BUILTIN: dict[str, tuple[type[BlockConfig], str]] = {
+    "read_text": (InputReadConfig, "th1nker.blocks.read:TextRead"),
+    "read_image": (ImageReadConfig, "th1nker.blocks.read:ImageRead"),
+    "read_audio": (InputReadConfig, "th1nker.blocks.read:AudioRead"),
+    "read_latent": (ReadLatentConfig, "th1nker.blocks.read:ReadLatentLayer"),
+    "read_longterm": (ReadLongTermConfig, "th1nker.blocks.longterm:ReadLongTermLayer"),
+    "process": (ProcessConfig, "th1nker.blocks.process:ProcessLayer"),
+    "thinker": (ThinkerBlockConfig, "th1nker.blocks.thinker:ThinkerBlock"),
+    "output_tokens": (OutputConfig, "th1nker.blocks.output:TokenOutput"),
+    "output_class": (OutputConfig, "th1nker.blocks.output:ClassOutput"),
+    "output_speech": (SpeechOutputConfig, "th1nker.blocks.speech:SpeechOutput"),
+    "probe": (ProbeConfig, "th1nker.blocks.probe:Probe"),
+}

@@ -1,0 +1,99 @@
+"""The thinking loop, written once: training (every TBPTT plan), evaluation, `think`, the memory CLI and
+the RL environments all drive `think`, a generator of events.
+
+    StepEnd(thought)                      after every thinking step
+    WindowEnd(thought, loss, ...)         at the end of every gradient window: backpropagate `loss` now
+    Decide(thought, mask) -> actions      when a policy schedule asks its caller for the next blocks
+"""
+
+from __future__ import annotations
+
+from typing import Generator
+
+import torch
+from torch import Tensor
+
+from th1nker.events import Decide, Event, StepEnd, WindowEnd
+from th1nker.plans import Window, graded_steps, step_weights
+from th1nker.schedule import Schedule, make_schedule
+from th1nker.tasks.base import Batch
+from th1nker.thought import Thought
+
+__all__ = ["think", "run_to_end", "StepEnd", "WindowEnd", "Decide", "Event"]
+
+
+def think(model, batch: Batch, schedule: Schedule | None = None, steps: int | None = None, *,
+          plan: list[Window] | None = None, loss_weights: str = "uniform", noise: bool = False,
+          generator: torch.Generator | None = None, thought: Thought | None = None) -> Generator[Event, object, Thought]:
+    """Think on `batch` for `steps` steps (or the windows of `plan`), yielding events; returns the Thought.
+
+    Without a plan every step runs in one window, with gradients only if they are enabled. Between
+    windows every state is detached and the window's losses and caches are dropped: no gradient
+    crosses a boundary. `noise` adds each state's recipe noise before every step (training).
+    """
+    schedule = schedule or make_schedule(model.recipe.schedule, model, generator)
+    plan = plan or [Window(steps or model.recipe.schedule.steps, torch.is_grad_enabled())]
+    weights = step_weights(loss_weights, graded_steps(plan))
+    thought = thought or model.start(batch, generator)
+    backpropagated, t = False, 0  # t: steps taken in this unroll
+    for window in plan:
+        thought.end_window()
+        if window.grad and backpropagated:  # the last backward freed the encoders' graph: build a fresh one
+            thought.inputs = model.encode(batch)
+        losses: dict[int, Tensor] = {}
+        for _ in range(window.steps):
+            thought.outputs = []
+            if noise:
+                with torch.set_grad_enabled(window.grad):
+                    add_noise(model, thought, generator)
+            yield from _in_grad_mode(schedule.step(model, thought), window.grad)
+            with torch.set_grad_enabled(window.grad):
+                thought.store.append(thought.states[model.default_state], thought.step)
+                if window.grad:
+                    losses[t] = model.step_loss(thought, batch)
+            thought.step, t = thought.step + 1, t + 1
+            yield StepEnd(thought)
+            if schedule.halts and bool(thought.halted.all()):
+                break
+        if window.grad:
+            aux = thought.window.aux_losses()
+            loss = sum(weights[s] * loss for s, loss in losses.items()) + sum(w * v for w, v in aux.values())
+            yield WindowEnd(thought, loss, losses, {name: v for name, (_, v) in aux.items()})
+            backpropagated = True
+        if schedule.halts and bool(thought.halted.all()):
+            break
+    return thought
+
+
+def _in_grad_mode(events: Generator, grad: bool) -> Generator:
+    """Run a schedule's step with gradients on or off, but never hold that mode while the caller runs."""
+    reply = None
+    while True:
+        with torch.set_grad_enabled(grad):
+            try:
+                event = events.send(reply)
+            except StopIteration:
+                return
+        reply = yield event
+
+
+def add_noise(model, thought: Thought, generator: torch.Generator | None) -> None:
+    """Each state plus Gaussian noise of its recipe's `noise` std (a latent that tolerates drift)."""
+    for name, cfg in model.recipe.model.states.items():
+        if cfg.noise:
+            x = thought.states[name]
+            thought.states[name] = x + cfg.noise * torch.randn(x.shape, generator=generator).to(x.device)
+
+
+def run_to_end(model, batch: Batch, schedule: Schedule | None = None, steps: int | None = None,
+               generator: torch.Generator | None = None, thought: Thought | None = None) -> Thought:
+    """Think to the end and return the Thought (a schedule that asks for decisions needs a driver)."""
+    events = think(model, batch, schedule, steps, generator=generator, thought=thought)
+    while True:
+        try:
+            event = next(events)
+        except StopIteration as done:
+            return done.value
+        if isinstance(event, Decide):
+            raise TypeError("this schedule asks its caller for decisions; drive th1nker.loop.think yourself "
+                            "(as BlockChoiceVecEnv does) or give the schedule a policy")
