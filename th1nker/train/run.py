@@ -18,6 +18,7 @@ from th1nker.io import atomic_write, atomic_write_json, atomic_write_text
 from th1nker.recipe import dump_recipe, load_recipe
 from th1nker.tasks import make_task
 from th1nker.train import distributed
+from th1nker.train.checkpoint import has_checkpoint, resume_point
 from th1nker.train.evaluate import accuracy_by_steps, plot_accuracy, print_accuracy
 from th1nker.train.loop import Trainer
 from th1nker.train.tracking import Tracker, git_commit
@@ -29,11 +30,19 @@ def run_folder(name: str, out: Path | None, resume: bool) -> Path:
         return Path(out)
     root = Path("runs") / name
     if resume:
-        runs = sorted(p for p in root.glob("*") if (p / "checkpoints" / "latest").exists())
+        runs = sorted(p for p in root.glob("*") if has_checkpoint(p))
         if not runs:
             raise CheckpointError(f"--resume: no earlier run of '{name}' with a checkpoint under {root}/; pass --out")
         return runs[-1]
     return root / time.strftime("%Y%m%d-%H%M%S")
+
+
+def resume_from(trainer: Trainer, run_dir: Path, console: Console) -> dict:
+    """Restore the trainer from the run's newest intact checkpoint (one line says so when `latest` is not it)."""
+    ckpt, fallback = resume_point(run_dir)
+    if fallback:
+        console.print(fallback, soft_wrap=True, markup=False)
+    return trainer.load(ckpt)
 
 
 def save_tokenizer(task, run_dir: Path) -> dict:
@@ -60,12 +69,12 @@ def _train(recipe_path: Path, overrides: list[str], out: Path | None, resume: bo
     task = make_task(recipe.task, recipe.seed)
     trainer = Trainer(recipe, task)  # under torchrun this joins the process group
     run_dir = distributed.broadcast_object(run_folder(recipe.name, out, resume))  # named by rank 0's clock
-    has_ckpt = (run_dir / "checkpoints" / "latest").exists()
+    has_ckpt = has_checkpoint(run_dir)
     if resume and not has_ckpt:
         raise CheckpointError(f"--resume: {run_dir} has no checkpoint yet; drop --resume to start a new run")
     if has_ckpt and not resume:
         raise CheckpointError(f"{run_dir} already holds a run; add --resume to continue it or pick another --out")
-    state = trainer.load(run_dir) if resume else {}
+    state = resume_from(trainer, run_dir, console) if resume else {}
 
     kept = {}  # files beside the checkpoints that state.json names
     if main:
