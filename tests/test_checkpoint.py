@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
@@ -20,8 +21,6 @@ from th1nker.train.loop import Trainer
 from th1nker.train.run import train_recipe
 
 from conftest import TINY
-
-import yaml
 
 runner = CliRunner()
 # four saves: updates 1, 2, 3 (the third deletes the first) and, at the end, update 3 again (a no-op)

@@ -249,12 +249,9 @@ def recipe_schema() -> type[Recipe]:
 
 
 def read_yaml(path: Path) -> dict:
-    try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise RecipeError(f"{path}: file not found") from None
-    except yaml.YAMLError as e:
-        raise RecipeError(f"{path}: not valid YAML: {e}") from None
+    from th1nker.recipe_file import load_yaml  # strict: unreadable files and duplicate keys are RecipeErrors
+
+    data = load_yaml(path)
     if not isinstance(data, dict):
         raise RecipeError(f"{path}: a recipe must be a mapping of sections, got {type(data).__name__}")
     return data
