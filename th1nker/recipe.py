@@ -139,7 +139,7 @@ class TBPTTConfig(Strict):
 
 class OptimizerConfig(Strict):
     kind: Literal["adamw"] = "adamw"
-    lr: float = Field(1e-3, gt=0)
+    lr: float = Field(1e-3, gt=0, allow_inf_nan=False)
     weight_decay: float = Field(0.01, ge=0)
     betas: tuple[float, float] = (0.9, 0.99)
     warmup: int = Field(100, ge=0, description="linear warm-up updates")
@@ -171,6 +171,8 @@ class TrainConfig(Strict):
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N")
     aux_loss_weight: float = Field(0.01, ge=0, description="weight of auxiliary losses (MoE balance)")
     distributed: DistributedConfig = DistributedConfig()
+    max_skipped: int = Field(50, ge=1, description="stop the run (exit 2) when this many updates in a row were "
+                             "skipped for a non-finite loss or gradient")
 
 
 class EvalConfig(Strict):

@@ -157,6 +157,13 @@ def _intact(ckpt: Path) -> bool:
     return True
 
 
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    """The checkpoint folder `latest` names in a run folder (None before the first save)."""
+    root = Path(run_dir) / "checkpoints"
+    name = _latest_name(root)
+    return root / name if name else None
+
+
 def has_checkpoint(run_dir: Path) -> bool:
     """Whether a run folder holds a checkpoint (intact or not) to resume from."""
     root = Path(run_dir) / "checkpoints"
