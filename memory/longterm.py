@@ -21,6 +21,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor
 
+from th1nker.datapaths import inside
 from th1nker.errors import DataError
 from th1nker.io import atomic_write, atomic_write_json, sha256
 from th1nker.memory.cache import BlockCache
@@ -186,6 +187,8 @@ class LongTermMemory:
             raise DataError(f"{file}: not a long-term memory manifest; delete the folder and rebuild it")
         if manifest["version"] != VERSION:
             raise DataError(f"{file}: manifest version {manifest['version']}, this Th1nker reads {VERSION}; rebuild it")
+        for i, s in enumerate(manifest["shards"]):
+            inside(self.path, s["file"], f"{file}: shards[{i}].file")
         return manifest
 
     def _verify(self) -> None:
