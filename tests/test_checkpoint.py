@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from rich.console import Console
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
@@ -18,7 +19,7 @@ from th1nker.recipe import validate_recipe
 from th1nker.tasks import make_task
 from th1nker.train import checkpoint as ckpt_io
 from th1nker.train.loop import Trainer
-from th1nker.train.run import train_recipe
+from th1nker.train.run import resume_from, train_recipe
 
 from conftest import TINY
 
@@ -108,9 +109,8 @@ def test_a_kill_at_any_file_operation_of_a_save_resumes_bit_identically(n, strai
         ckpt_io.verify_checkpoint(run / "checkpoints" / latest.read_text().strip())
 
     trainer = _trainer()
-    if ckpt_io.has_checkpoint(run):  # what `train --resume` does
-        ckpt, _ = ckpt_io.resume_point(run)
-        trainer.load(ckpt)
+    if ckpt_io.has_checkpoint(run):  # `train --resume`; without a checkpoint, a new run in the same folder
+        resume_from(trainer, run, Console(quiet=True))
     trainer.fit(run)
     resumed = _final_tensors(run)
     assert resumed.keys() == straight.keys()
