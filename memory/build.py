@@ -38,6 +38,16 @@ def load_for_memory(recipe_path: Path, checkpoint: Path | None, overrides: list[
     return load_model(recipe_path, checkpoint, overrides)
 
 
+def check_recipe(store: LongTermMemory) -> None:
+    """Refuse a store whose recipe (with its --set) has changed since the build (as `build` does to continue one)."""
+    from th1nker.recipe import load_recipe
+
+    recipe = load_recipe(Path(store.meta["recipe"]), store.meta.get("overrides", []))
+    if store.meta.get("recipe_sha256") not in (None, _text_sha(recipe.to_yaml())):
+        raise DataError(f"{store.path}: built with {store.meta['recipe']} as it was then, and that recipe (with "
+                        "its --set) has changed since; restore it, or rebuild the memory into another --out")
+
+
 def build_store(recipe_path: Path, corpus: Path, out: Path, checkpoint: Path | None = None,
                 overrides: list[str] | None = None, shard_rows: int = 4096,
                 progress: Callable[[int, int], None] | None = None) -> LongTermMemory:

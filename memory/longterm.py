@@ -13,7 +13,6 @@ replaced by the next append, which takes the same name. Opening verifies every l
 from __future__ import annotations
 
 import bisect
-import hashlib
 import json
 from pathlib import Path
 
@@ -22,22 +21,15 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor
 
+from th1nker.datapaths import inside
 from th1nker.errors import DataError
-from th1nker.io import atomic_write, atomic_write_json
+from th1nker.io import atomic_write, atomic_write_json, sha256
 from th1nker.memory.cache import BlockCache
 from th1nker.memory.indexer import block_scores
 
 MANIFEST = "manifest.json"
 VERSION = 1
 CHUNK = 1 << 16  # key rows scored per matmul in exact search
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _write_manifest(path: Path, key_dim: int, key_vectors: int, value_dim: int, meta: dict,
@@ -195,6 +187,8 @@ class LongTermMemory:
             raise DataError(f"{file}: not a long-term memory manifest; delete the folder and rebuild it")
         if manifest["version"] != VERSION:
             raise DataError(f"{file}: manifest version {manifest['version']}, this Th1nker reads {VERSION}; rebuild it")
+        for i, s in enumerate(manifest["shards"]):
+            inside(self.path, s["file"], f"{file}: shards[{i}].file")
         return manifest
 
     def _verify(self) -> None:

@@ -99,13 +99,14 @@ def _answer(store, text: str, steps: int | None) -> tuple[str, list[list[int]]]:
     import torch
 
     from th1nker.loop import StepEnd, think
-    from th1nker.memory.build import load_for_memory
+    from th1nker.memory.build import check_recipe, load_for_memory
     from th1nker.train.evaluate import EVAL_SEED
 
     meta = store.meta
     if "recipe" not in meta or "block" not in meta:
         raise DataError(f"{store.path}: not built by `th1nker memory build` (no recipe in its manifest); use --key-index")
     checkpoint = Path(meta["checkpoint"]) if meta.get("checkpoint") else None
+    check_recipe(store)
     recipe, task, model = load_for_memory(Path(meta["recipe"]), checkpoint, meta.get("overrides", []))
     g = torch.Generator().manual_seed(EVAL_SEED)
     reads, thought = [], None

@@ -19,3 +19,7 @@ class CheckpointError(Th1nkerError):
 
 class DataError(Th1nkerError):
     """Input data (a file, an image, a wav, a prompt) that cannot be used."""
+
+
+class TrainingDiverged(Th1nkerError):
+    """Training whose loss or gradients stayed non-finite for `train.max_skipped` updates in a row."""

@@ -236,7 +236,7 @@ class TBPTTConfig(Strict):
 
 class OptimizerConfig(Strict):
     kind: Literal["adamw"] = "adamw"
-    lr: float = Field(1e-3, gt=0)
+    lr: float = Field(1e-3, gt=0, allow_inf_nan=False)
     weight_decay: float = Field(0.01, ge=0)
     betas: tuple[float, float] = (0.9, 0.99)
     warmup: int = Field(100, ge=0, description="linear warm-up updates")
@@ -268,6 +268,8 @@ class TrainConfig(Strict):
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N")
     aux_loss_weight: float = Field(0.01, ge=0, description="weight of auxiliary losses (MoE balance)")
     distributed: DistributedConfig = DistributedConfig()
+    max_skipped: int = Field(50, ge=1, description="stop the run (exit 2) when this many updates in a row were "
+                             "skipped for a non-finite loss or gradient")
 
 
 class EvalConfig(Strict):
@@ -340,12 +342,9 @@ def recipe_schema() -> type[Recipe]:
 
 
 def read_yaml(path: Path) -> dict:
-    try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise RecipeError(f"{path}: file not found") from None
-    except yaml.YAMLError as e:
-        raise RecipeError(f"{path}: not valid YAML: {e}") from None
+    from th1nker.recipe_file import load_yaml  # strict: unreadable files and duplicate keys are RecipeErrors
+
+    data = load_yaml(path)
     if not isinstance(data, dict):
         raise RecipeError(f"{path}: a recipe must be a mapping of sections, got {type(data).__name__}")
     return data

@@ -21,6 +21,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from th1nker.datapaths import inside
 from th1nker.errors import DataError
 from th1nker.io import atomic_write_json, atomic_write_text
 
@@ -99,7 +100,8 @@ class SpeechFolder:
         for n, line in enumerate(listing.read_text().splitlines(), 1):
             try:
                 row = json.loads(line)
-                self.items.append((row["text"], mel_of(load_wav(self.path / row["wav"])), int(row["split"])))
+                wav = inside(self.path, row["wav"], f"{listing}:{n}")
+                self.items.append((row["text"], mel_of(load_wav(wav)), int(row["split"])))
             except (json.JSONDecodeError, KeyError, TypeError) as e:
                 raise DataError(f"{listing}:{n}: expected {{\"text\", \"wav\", \"split\"}} ({e})") from None
         if not any(s == TRAIN for *_, s in self.items) or not any(s == HELD_OUT for *_, s in self.items):

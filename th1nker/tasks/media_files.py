@@ -2,9 +2,10 @@
 
 task.path names the .jsonl file; each line is one example, e.g.
 {"image": "photos/cat.png", "question": "what animal is it?", "answer": "cat"} or with "audio": "a.wav"
-(or both), paths relative to the .jsonl file's folder; every line names the same media. Images are
-resized to task.image_size; wav files are mixed down to mono and resampled to 16 kHz. Every file is read
-up front, so a broken one stops the run at once, by name. The answers seen become the classes.
+(or both), paths relative to the .jsonl file's folder and inside it (TH1NKER_ALLOW_OUTSIDE_PATHS=1 allows
+others); every line names the same media. Images are resized to task.image_size; wav files are mixed
+down to mono and resampled to 16 kHz. Every file is read up front, so a broken one stops the run at
+once, by name. The answers seen become the classes.
 Difficulty selects the split, fixed by the seed: 0 = train (90%), 1 = held-out (10%).
 """
 
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from th1nker.datapaths import inside
 from th1nker.errors import DataError
 from th1nker.tasks import register_task
 from th1nker.tasks.base import Batch
@@ -26,7 +28,8 @@ TRAIN, HELD_OUT = 0, 1
 
 
 def read_jsonl(path: str | None) -> tuple[Path, list[dict]]:
-    """The file and its examples, each checked to have a question, an answer and the same media."""
+    """The file and its examples, each checked to have a question, an answer and the same media, with the
+    media paths resolved inside the file's folder."""
     if path is None:
         raise DataError(f"media_qa needs task.path: a .jsonl file, {FORMAT}")
     file = Path(path).expanduser().resolve()
@@ -47,7 +50,8 @@ def read_jsonl(path: str | None) -> tuple[Path, list[dict]]:
         if not ({"question", "answer"} <= keys and media and keys - {"question", "answer"} == media):
             raise DataError(f"{file}:{number}: expected a question, an answer and the media of line 1 "
                             f"({', '.join(sorted(media)) or 'image and/or audio'}); {FORMAT}")
-        rows.append({k: str(v) for k, v in row.items()})
+        row = {k: str(v) for k, v in row.items()}
+        rows.append({**row, **{m: inside(file.parent, row[m], f"{file}:{number}") for m in media}})
     if not rows:
         raise DataError(f"{file}: no examples; {FORMAT}")
     return file, rows
@@ -62,9 +66,7 @@ class MediaFileQA(MediaQA):
         self.path, rows = read_jsonl(config.path)
         self.modalities = tuple(m for m in ("image", "audio") if m in rows[0])
         self.setup(sorted({r["answer"] for r in rows}), chars="".join(r["question"] for r in rows))
-        here = self.path.parent
-        self.examples = [self.load(r["question"], r["answer"], here / r["image"] if "image" in r else None,
-                                   here / r["audio"] if "audio" in r else None) for r in rows]
+        self.examples = [self.load(r["question"], r["answer"], r.get("image"), r.get("audio")) for r in rows]
         order = torch.randperm(len(rows), generator=torch.Generator().manual_seed(seed)).tolist()
         held = max(1, len(order) // 10) if len(order) > 1 else 0
         self.splits = {TRAIN: order[held:], HELD_OUT: order[:held]}

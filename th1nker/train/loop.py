@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from th1nker.errors import RecipeError
+from th1nker.errors import RecipeError, TrainingDiverged
 from th1nker.loop import WindowEnd, think
 from th1nker.model import Th1nker
 from th1nker.plans import PLANS
@@ -56,6 +56,7 @@ class Trainer:
         self.schedule = make_schedule(recipe.schedule, self.model, self.generator)
         self.update = 0
         self.skipped = 0
+        self.skipped_in_a_row = 0  # non-finite updates since the last finite one (per run, this process)
         self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda"
                          else nullcontext())
         self._updates = self._update_stream()
@@ -111,13 +112,18 @@ class Trainer:
         norm = float(torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip or math.inf))
         if not (math.isfinite(norm) and math.isfinite(loss)):
             self.skipped += 1  # NaN/Inf guard: drop this update, keep the weights
+            self.skipped_in_a_row += 1
         else:
+            self.skipped_in_a_row = 0
             self.optimizer.step()
             if self.ema is not None:
                 self.ema.update_parameters(self.model)
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
         self.update += 1
+        if self.skipped_in_a_row >= self.cfg.max_skipped:
+            raise TrainingDiverged(f"training diverged: updates {self.update - self.skipped_in_a_row + 1}-{self.update} "
+                                   f"all had a non-finite loss or gradient (train.max_skipped={self.cfg.max_skipped})")
         return {"loss": loss, "grad_norm": norm, "lr": self.scheduler.get_last_lr()[0], "per_step": per_step,
                 **{f"aux_{name}": sum(v) / len(v) for name, v in aux.items()}}
 

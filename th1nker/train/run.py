@@ -12,12 +12,13 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from th1nker.errors import CheckpointError
+from th1nker.errors import CheckpointError, TrainingDiverged
 from th1nker.graph import BlockGraph
 from th1nker.io import atomic_write, atomic_write_json, atomic_write_text
 from th1nker.recipe import dump_recipe, load_recipe
 from th1nker.tasks import make_task
 from th1nker.train import distributed
+from th1nker.train.checkpoint import has_checkpoint, latest_checkpoint, resume_point
 from th1nker.train.evaluate import accuracy_by_steps, plot_accuracy, print_accuracy
 from th1nker.train.loop import Trainer
 from th1nker.train.tracking import Tracker, git_commit
@@ -29,11 +30,27 @@ def run_folder(name: str, out: Path | None, resume: bool) -> Path:
         return Path(out)
     root = Path("runs") / name
     if resume:
-        runs = sorted(p for p in root.glob("*") if (p / "checkpoints" / "latest").exists())
+        runs = sorted(p for p in root.glob("*") if has_checkpoint(p))
         if not runs:
             raise CheckpointError(f"--resume: no earlier run of '{name}' with a checkpoint under {root}/; pass --out")
         return runs[-1]
     return root / time.strftime("%Y%m%d-%H%M%S")
+
+
+def resume_from(trainer: Trainer, run_dir: Path, console: Console) -> dict:
+    """Restore the trainer from the run's newest intact checkpoint (one line says so when `latest` is not it)."""
+    ckpt, fallback = resume_point(run_dir)
+    if fallback:
+        console.print(fallback, soft_wrap=True, markup=False)
+    return trainer.load(ckpt)
+
+
+def last_good(run_dir: Path) -> str:
+    """Where a diverged run's last finite weights are, and what to do next."""
+    ckpt = latest_checkpoint(run_dir)
+    where = (f"skipped updates keep the weights, so the last good checkpoint is {ckpt}" if ckpt else
+             "no checkpoint was saved before it diverged")
+    return f"{where}; lower train.optimizer.lr or set train.grad_clip, then start a new run"
 
 
 def save_tokenizer(task, run_dir: Path) -> dict:
@@ -60,12 +77,12 @@ def _train(recipe_path: Path, overrides: list[str], out: Path | None, resume: bo
     task = make_task(recipe.task, recipe.seed)
     trainer = Trainer(recipe, task)  # under torchrun this joins the process group
     run_dir = distributed.broadcast_object(run_folder(recipe.name, out, resume))  # named by rank 0's clock
-    has_ckpt = (run_dir / "checkpoints" / "latest").exists()
+    has_ckpt = has_checkpoint(run_dir)
     if resume and not has_ckpt:
         raise CheckpointError(f"--resume: {run_dir} has no checkpoint yet; drop --resume to start a new run")
     if has_ckpt and not resume:
         raise CheckpointError(f"{run_dir} already holds a run; add --resume to continue it or pick another --out")
-    state = trainer.load(run_dir) if resume else {}
+    state = resume_from(trainer, run_dir, console) if resume else {}
 
     kept = {}  # files beside the checkpoints that state.json names
     if main:
@@ -90,6 +107,9 @@ def _train(recipe_path: Path, overrides: list[str], out: Path | None, resume: bo
         quiet = not main or not console.is_terminal and os.environ.get("CI") == "true"
         with Progress(*columns, console=console, transient=False, disable=quiet) as progress:
             summary = trainer.fit(run_dir, tracker, progress, {"mlflow_run_id": tracker.run_id, **kept})
+    except TrainingDiverged as e:
+        tracker.end("FAILED")
+        raise TrainingDiverged(f"{e}; {last_good(run_dir)}") from None
     except BaseException:
         tracker.end("KILLED")
         raise
@@ -109,8 +129,7 @@ def _train(recipe_path: Path, overrides: list[str], out: Path | None, resume: bo
             tracker.metrics({f"eval_accuracy_d{d}": acc}, step=int(s))
     for path in ("recipe.yaml", "metrics.json", "eval.png", "graph.png", "graph.mmd", *kept.values()):
         tracker.artifact(run_dir / path)
-    latest = run_dir / "checkpoints" / (run_dir / "checkpoints" / "latest").read_text().strip()
-    tracker.artifact(latest, "checkpoint")
+    tracker.artifact(latest_checkpoint(run_dir), "checkpoint")
     tracker.end()
     console.print(f"run folder: {run_dir}" + (f"; MLflow run {tracker.run_id} at {tracker.uri}" if tracker.run_id else ""))
     return result
