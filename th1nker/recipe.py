@@ -69,7 +69,8 @@ LatentConfig = StateConfig  # the single-state spelling `model.latent`
 
 
 class MemoryConfig(Strict):
-    capacity: int | None = Field(None, ge=0, description="medium-term store: most step latents kept (null = all)")
+    capacity: int | None = Field(256, ge=0, description="medium-term store: most step latents kept, oldest dropped "
+                                 "first (null = all: memory then grows with every step)")
     grad_steps: int | None = Field(None, ge=0, description="reads backpropagate into the last K steps' latents; older ones are detached (null = all)")
 
 
@@ -265,7 +266,7 @@ class TrainConfig(Strict):
     ema: float | None = Field(0.999, gt=0, lt=1, description="EMA decay of weights used for evaluation; null = off")
     checkpoint_every: int = Field(200, gt=0)
     log_every: int = Field(25, gt=0)
-    device: str = Field("auto", description="auto, cpu, cuda, cuda:N")
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$", description="auto (CUDA when present), cpu, cuda, cuda:N")
     aux_loss_weight: float = Field(0.01, ge=0, description="weight of auxiliary losses (MoE balance)")
     distributed: DistributedConfig = DistributedConfig()
     max_skipped: int = Field(50, ge=1, description="stop the run (exit 2) when this many updates in a row were "
@@ -330,7 +331,9 @@ def _schema_for(kinds: tuple[str, ...]) -> type[Recipe]:
 
     configs = tuple(config_class(k) for k in kinds)
     union = configs[0] if len(configs) == 1 else Annotated[Union[configs], Field(discriminator="kind")]
-    model = create_model("ModelConfig", __base__=ModelConfig, blocks=(dict[str, union], ...))
+    blocks = ModelConfig.model_fields["blocks"]
+    model = create_model("ModelConfig", __base__=ModelConfig,
+                         blocks=(dict[str, union], Field(min_length=1, description=blocks.description)))
     return create_model("Recipe", __base__=Recipe, model=(model, ...))
 
 

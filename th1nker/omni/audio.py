@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,12 +20,21 @@ from th1nker.io import atomic_write
 from .layers import RMSNorm, TransformerBlock
 
 
-def load_wav(path: str | Path, sample_rate: int = 16000) -> Tensor:
-    """A mono float waveform (T,) at `sample_rate`: channels are averaged, other rates resampled."""
+MAX_SECONDS = 60.0  # longer recordings are cut here: a model reads seconds, not hours
+
+
+def load_wav(path: str | Path, sample_rate: int = 16000, max_seconds: float = MAX_SECONDS) -> Tensor:
+    """A mono float waveform (T,) at `sample_rate`: channels are averaged, other rates resampled. Only
+    the first `max_seconds` are read (with a warning naming the file), so a long file costs no more."""
     try:
-        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+        info = sf.info(str(path))
+        frames = min(info.frames, int(max_seconds * info.samplerate))
+        data, rate = sf.read(str(path), frames=frames, dtype="float32", always_2d=True)
     except (RuntimeError, OSError) as e:
         raise DataError(f"cannot read audio {path}: {e}") from e
+    if frames < info.frames:
+        warnings.warn(f"{path}: {info.frames / info.samplerate:.0f} s of audio; read the first {max_seconds:.0f} s",
+                      stacklevel=2)
     if data.size == 0:
         raise DataError(f"audio {path} has no samples")
     wave = torch.from_numpy(data).mean(dim=1)
