@@ -40,3 +40,10 @@ def test_a_mistake_is_caught_at_validation_and_before_training(overrides, messag
 def test_an_empty_blocks_map_is_one_error_that_names_it():
     result = runner.invoke(app, ["validate", str(MULTISTEP), "--set", "model.blocks={}"])
     assert "1 error(s)" in result.output and "model.blocks:" in result.output
+
+
+def test_a_model_too_large_for_this_machine_is_refused_before_allocating(tmp_path):
+    # 40000-wide conv1d layers: billions of parameters, counted on the meta device, never allocated
+    result = runner.invoke(app, ["train", str(MULTISTEP), "--set", "model.dim=40000", "--out", str(tmp_path / "run")])
+    assert result.exit_code == 2 and "GiB are free; lower model.dim" in result.output
+    assert "Traceback" not in result.output and not (tmp_path / "run").exists()

@@ -28,7 +28,7 @@ class TaskConfig(Strict):
     kind: str = Field(description="task name, see th1nker.tasks")
     train: tuple[int, int] = Field((8, 24), description="inclusive difficulty range sampled in training")
     eval: list[int] = Field([16, 48], description="difficulties evaluated, one fixed set each")
-    eval_examples: int = Field(256, gt=0, description="examples per evaluated difficulty")
+    eval_examples: int = Field(256, gt=0, le=1_000_000, description="examples per evaluated difficulty")
     path: str | None = Field(None, description="data file for file-based tasks (text_qa, text_lm, image_qa, audio_qa)")
     tokenizer: str | None = Field(None, description="sentencepiece .model for the task's text; null = the task's "
                                   "default (characters; text_lm: a BPE tokenizer trained on its corpus)")
@@ -257,7 +257,7 @@ class DistributedConfig(Strict):
 class TrainConfig(Strict):
     tbptt: TBPTTConfig = TBPTTConfig()
     optimizer: OptimizerConfig = OptimizerConfig()
-    batch_size: int = Field(64, gt=0, description="global batch: under torchrun each rank takes batch_size / ranks")
+    batch_size: int = Field(64, gt=0, le=MAX_DIM, description="global batch: under torchrun each rank takes batch_size / ranks")
     accumulate: int = Field(1, gt=0, description="micro-batches per optimiser update")
     max_updates: int = Field(1000, gt=0)
     max_minutes: float | None = Field(None, gt=0, description="stop after this wall time (cosine decays over it)")

@@ -36,6 +36,32 @@ class TorchRng:
         return float(torch.rand(1, generator=self.generator))
 
 
+def check_fits(recipe: Recipe, spec) -> None:
+    """Refuse, before allocating anything, a model whose weights and AdamW state (4 copies of every
+    parameter, fp32) cannot fit in this machine's free memory. Models far below the limit by a rough
+    count skip the exact count (building on the meta device imports torch's compiler: seconds)."""
+    free = _available_bytes()
+    m = recipe.model
+    rough = sum(getattr(b, "layers", 1) * 16 * max(m.dim, getattr(b, "hidden", None) or 0) ** 2
+                for b in m.blocks.values()) + 4 * m.dim * (spec.vocab + spec.classes)
+    if free is None or 16 * rough < free / 8:
+        return
+    with torch.device("meta"):
+        n = sum(p.numel() for p in Th1nker(recipe, spec).parameters())
+    need = 4 * 4 * n
+    if need > free:
+        raise RecipeError(f"model: {n:,} parameters need {need / 2**30:.1f} GiB for weights and optimiser state, "
+                          f"but {free / 2**30:.1f} GiB are free; lower model.dim, the blocks' layers or hidden sizes")
+
+
+def _available_bytes() -> int | None:
+    try:
+        with open("/proc/meminfo") as f:
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration, ValueError):
+        return None
+
+
 class Trainer:
     """Truncated-backprop multistep training of a Th1nker model on a task."""
 
@@ -46,6 +72,7 @@ class Trainer:
         self.recipe, self.task, self.cfg = recipe, task, recipe.train
         # under torchrun: join the process group; each rank trains on its slice of every global batch
         self.device = distributed.init(self.cfg.distributed.backend, device or pick_device(self.cfg.device))
+        check_fits(recipe, task.spec)
         torch.manual_seed(recipe.seed)
         self.model = Th1nker(recipe, task.spec).to(self.device)
         self.ema = build_ema(self.model, self.cfg.ema)
