@@ -30,12 +30,9 @@ QUICK = ["task.train=[4,8]", "task.eval=[4,8]", "task.eval_examples=32", "model.
          "train.batch_size=16", "rl.updates=5", "rl.episodes=8", "schedule.steps=4"]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="a tiny run to check the script")
-    parser.add_argument("--seed", type=int, default=0, help="the recipe's seed (data, init, sampling)")
-    args = parser.parse_args()
-    overrides = ["tracking.enabled=false", f"seed={args.seed}", *(QUICK if args.quick else [])]
+def train_policy(overrides: list[str]):
+    """recipes/rl.yaml trained supervised with its fixed schedule, then its probe by RL:
+    (recipe, task, model, supervised summary, RL summary)."""
     with tempfile.TemporaryDirectory() as tmp:
         start = time.time()
         recipe = load_recipe(RECIPE, overrides + ["schedule.kind=fixed"])
@@ -44,6 +41,16 @@ def main() -> None:
         sup["minutes"] = (time.time() - start) / 60
         recipe, task, model = load_model(RECIPE, Path(tmp), overrides)
         rl = RLTrainer(model, task).fit()
+    return recipe, task, model, sup, rl
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a tiny run to check the script")
+    parser.add_argument("--seed", type=int, default=0, help="the recipe's seed (data, init, sampling)")
+    args = parser.parse_args()
+    overrides = ["tracking.enabled=false", f"seed={args.seed}", *(QUICK if args.quick else [])]
+    recipe, task, model, sup, rl = train_policy(overrides)
     result = compare_policies(model, task, recipe.task.eval, recipe.eval.batch_size)
     s = result["summary"]
     print(json.dumps({

@@ -37,6 +37,12 @@ class LatentStore:
         """All stored latents as one (B, entries * L, D) sequence, oldest first, or None when empty."""
         return torch.cat(self.entries, dim=1) if self.entries else None
 
+    def select(self, index: Tensor) -> "LatentStore":
+        """A store holding only the examples `index` of every entry (a view for one call of a few rows)."""
+        part = LatentStore(self.capacity, self.grad_steps)
+        part.entries, part.steps = [e[index] for e in self.entries], list(self.steps)
+        return part
+
     def detach(self) -> None:
         """Stop gradients into every entry (a truncated-backprop window boundary)."""
         self.entries = [e.detach() for e in self.entries]

@@ -6,7 +6,7 @@ from typer.testing import CliRunner
 
 from th1nker.cli import app
 
-from conftest import RECIPES, TINY
+from conftest import TINY
 
 runner = CliRunner()
 

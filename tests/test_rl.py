@@ -11,7 +11,6 @@ from typer.testing import CliRunner
 
 import th1nker.rl
 from th1nker.cli import app
-from th1nker.errors import RecipeError
 from th1nker.recipe import RLConfig, load_recipe
 from th1nker.rl import BlockChoiceEnv, BlockChoiceVecEnv, RLTrainer, episode_reward
 from th1nker.rl.rollout import play

@@ -98,12 +98,14 @@ def train(recipe: Path, set_: Optional[list[str]] = SetOpt,
 def eval_(recipe: Path, checkpoint: Path = typer.Option(..., help="a run directory or checkpoint directory"),
           steps: Optional[str] = typer.Option(None, help="comma-separated step counts, e.g. 5,10,20,40,80"),
           set_: Optional[list[str]] = SetOpt,
+          halt: Optional[str] = typer.Option(None, help="stop each example once a rule holds: RULE:THRESHOLD with "
+                                             "RULE max_prob, entropy or kl (e.g. max_prob:0.99); `none` = never"),
           as_json: bool = typer.Option(False, "--json", help="print one JSON object on stdout")):
     """Exact-match accuracy per difficulty per number of thinking steps."""
     from th1nker.train.evaluate import evaluate_checkpoint, print_accuracy
 
     step_list = _parse_steps(steps)
-    result = evaluate_checkpoint(recipe, checkpoint, set_ or [], step_list)
+    result = evaluate_checkpoint(recipe, checkpoint, [*(set_ or []), *_halt_overrides(halt)], step_list)
     if as_json:
         sys.stdout.write(json.dumps(result) + "\n")
     else:
@@ -122,6 +124,16 @@ def think(recipe: Path, checkpoint: Optional[Path] = typer.Option(None, help="ru
     from th1nker.train.evaluate import think_one
 
     think_one(recipe, checkpoint, input_, steps, trace, set_ or [], console, speak=speak)
+
+
+def _halt_overrides(text: str | None) -> list[str]:
+    """--halt RULE:THRESHOLD as recipe overrides of eval.halt (the schema checks them)."""
+    if text is None:
+        return []
+    rule, _, threshold = text.partition(":")
+    if rule != "none" and not threshold:
+        raise Th1nkerError(f"--halt {text!r}: write RULE:THRESHOLD, e.g. --halt max_prob:0.99 or --halt kl:1e-3")
+    return [f"eval.halt.rule={rule}"] + ([f"eval.halt.threshold={threshold}"] if threshold else [])
 
 
 def _parse_steps(text: str | None) -> list[int] | None:

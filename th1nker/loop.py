@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from th1nker.events import Decide, Event, StepEnd, WindowEnd
+from th1nker.halting import HaltRule
 from th1nker.plans import Window, graded_steps, step_weights
 from th1nker.schedule import Schedule, make_schedule
 from th1nker.tasks.base import Batch
@@ -24,18 +25,21 @@ __all__ = ["think", "run_to_end", "StepEnd", "WindowEnd", "Decide", "Event"]
 
 def think(model, batch: Batch, schedule: Schedule | None = None, steps: int | None = None, *,
           plan: list[Window] | None = None, loss_weights: str = "uniform", noise: bool = False,
-          generator: torch.Generator | None = None, thought: Thought | None = None) -> Generator[Event, object, Thought]:
+          generator: torch.Generator | None = None, thought: Thought | None = None,
+          halt: HaltRule | None = None) -> Generator[Event, object, Thought]:
     """Think on `batch` for `steps` steps (or the windows of `plan`), yielding events; returns the Thought.
 
     Without a plan every step runs in one window, with gradients only if they are enabled. Between
     windows every state is detached and the window's losses and caches are dropped: no gradient
-    crosses a boundary. `noise` adds each state's recipe noise before every step (training).
+    crosses a boundary. `noise` adds each state's recipe noise before every step (training). `halt`
+    stops examples after a step (th1nker.halting); halted examples cost nothing afterwards.
     """
     schedule = schedule or make_schedule(model.recipe.schedule, model, generator)
     plan = plan or [Window(steps or model.recipe.schedule.steps, torch.is_grad_enabled())]
     weights = step_weights(loss_weights, graded_steps(plan))
     thought = thought or model.start(batch, generator)
-    backpropagated, t = False, 0  # t: steps taken in this unroll
+    halts = schedule.halts or halt is not None
+    backpropagated, t, previous = False, 0, None  # t: steps taken in this unroll
     for window in plan:
         thought.end_window()
         if window.grad and backpropagated:  # the last backward freed the encoders' graph: build a fresh one
@@ -52,17 +56,28 @@ def think(model, batch: Batch, schedule: Schedule | None = None, steps: int | No
                 if window.grad:
                     losses[t] = model.step_loss(thought, batch)
             thought.step, t = thought.step + 1, t + 1
+            previous = _apply_halt(thought, halt, previous) if halts else None
             yield StepEnd(thought)
-            if schedule.halts and bool(thought.halted.all()):
+            if halts and bool(thought.halted.all()):
                 break
         if window.grad:
             aux = thought.window.aux_losses()
             loss = sum(weights[s] * loss for s, loss in losses.items()) + sum(w * v for w, v in aux.values())
             yield WindowEnd(thought, loss, losses, {name: v for name, (_, v) in aux.items()})
             backpropagated = True
-        if schedule.halts and bool(thought.halted.all()):
+        if halts and bool(thought.halted.all()):
             break
     return thought
+
+
+def _apply_halt(thought: Thought, halt: HaltRule | None, previous: Tensor | None) -> Tensor | None:
+    """Stop the examples the rule says are done; returns the logits the rule compares with next step."""
+    if halt is not None and thought.last_block is not None:
+        logits = thought.latest[thought.last_block].logits.detach()
+        thought.halted = thought.halted | halt(logits, previous)
+        previous = logits
+    thought.all_live = not bool(thought.halted.any())  # one host sync per step
+    return previous
 
 
 def _in_grad_mode(events: Generator, grad: bool) -> Generator:

@@ -97,12 +97,22 @@ class Th1nker(nn.Module):
     # -- one call -----------------------------------------------------------------------------
     def run_call(self, call: CallConfig | str, thought: Thought, rows: Tensor | None = None) -> Thought:
         """Run one call site (`repeat` times): the block reads `call.read` plus `call.add`, and its result
-        replaces `call.write`. With `rows` (B,) bool only those examples are updated and charged."""
+        replaces `call.write`. With `rows` (B,) bool the block runs on those examples only (gathered,
+        then scattered back): the others cost nothing. Finding the rows is one host sync per call."""
         call = as_call(call, self.default_state) if isinstance(call, str) else call
+        if rows is None:
+            return self._run(call, thought)
+        index = rows.nonzero().squeeze(1)
+        if len(index) == len(rows):
+            return self._run(call, thought)
+        if len(index):
+            thought.merge(self._run(call, thought.select(index)), index, call.write)
+        return thought
+
+    def _run(self, call: CallConfig, thought: Thought) -> Thought:
         block = self.blocks[call.block]
         writes = type(block.config).role not in ("output", "probe")
         for _ in range(call.repeat):
-            old, n_out = thought.states.get(call.write), len(thought.outputs)
             h = thought.states[call.read]
             for name in call.add:
                 h = h + self._addend(name, thought, h)
@@ -113,11 +123,8 @@ class Th1nker(nn.Module):
                 thought = block(thought)
             if not writes:
                 thought.states[thought.focus] = saved
-            elif rows is not None:
-                thought.states[call.write] = torch.where(rows[:, None, None], thought.states[call.write], old)
-            for out in thought.outputs[n_out:]:
-                out.rows = rows
-            thought.cost = thought.cost + (block.cost if rows is None else block.cost * rows)
+            thought.cost = thought.cost + block.cost
+            thought.calls = thought.calls + 1
             thought.trace.append(call.block)
         thought.focus = self.default_state
         return thought
@@ -143,8 +150,9 @@ class Th1nker(nn.Module):
 
     # -- losses and answers -------------------------------------------------------------------
     def step_loss(self, thought: Thought, batch: Batch) -> Tensor:
-        """Sum of the losses of the outputs produced at the step that just ended."""
-        losses = [self.blocks[o.block].loss(o.logits, batch.target) for o in thought.outputs]
+        """Sum of the losses of the outputs produced at the step that just ended (on the rows that ran)."""
+        losses = [self.blocks[o.block].loss(o.logits, batch.target) if o.rows is None
+                  else self.blocks[o.block].loss(o.logits[o.rows], batch.target[o.rows]) for o in thought.outputs]
         return torch.stack(losses).sum() if losses else thought.latent.new_zeros(())
 
     def prediction(self, thought: Thought) -> Tensor | None:

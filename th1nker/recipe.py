@@ -273,11 +273,21 @@ class TrainConfig(Strict):
                              "skipped for a non-finite loss or gradient")
 
 
+class HaltConfig(Strict):
+    """When an example stops thinking at evaluation (th1nker.halting); a probe schedule halts on its own."""
+
+    rule: Literal["none", "max_prob", "entropy", "kl"] = Field(
+        "none", description="none; max_prob: every position's top probability >= threshold; entropy: every "
+        "position's entropy (nats) <= threshold; kl: mean KL between successive steps' outputs <= threshold")
+    threshold: float = Field(0.9, ge=0, description="the rule's threshold")
+
+
 class EvalConfig(Strict):
     steps: list[Annotated[int, Field(gt=0, le=MAX_STEPS)]] = Field(
         [5, 10, 20, 40, 80], min_length=1, description="thinking steps evaluated")
     batch_size: int = Field(256, gt=0)
     ablate: list[str] = Field([], description="inputs replaced by zeros at evaluation (ablation), e.g. [image]")
+    halt: HaltConfig = Field(HaltConfig(), description="a halting rule: examples stop thinking once it holds")
 
 
 class TrackingConfig(Strict):

@@ -40,8 +40,9 @@ class FixedSchedule(Schedule):
         self.step_entries = list(step)
 
     def step(self, model, thought):
+        rows = None if thought.all_live else ~thought.halted  # halted examples cost nothing
         for entry in self.step_entries:
-            model.run_call(entry, thought)
+            model.run_call(entry, thought, rows)
         yield from ()
 
 

@@ -73,9 +73,11 @@ class Thought:
     states: name -> (B, L, D); the running block reads and writes `latent`, the state its call names.
     inputs: modality -> Source, encoded once and re-read at every step. store: the medium-term
     LatentStore (of the default state). longterm: long-term memory, when the batch has one.
-    trace: the blocks run, in order. cost: (B,) compute spent per example. outputs: what output blocks
+    trace: the blocks run, in order. cost: (B,) compute spent per example in the blocks' `cost` units;
+    calls: (B,) block calls per example. outputs: what output blocks
     produced this step. latest: each output block's latest output over the run, merged over the rows
-    that ran it. halted: (B,) bool, set by the probe. last_action: (B,) the policy schedule's last
+    that ran it. halted: (B,) bool, set by the probe or a halting rule; all_live: no example has halted
+    (kept by the loop, so schedules need not ask the device). last_action: (B,) the policy schedule's last
     choice per example (kept across steps and windows). reads: rows an on-disk memory read returned,
     per block, at its latest call.
     """
@@ -89,10 +91,12 @@ class Thought:
     grids: dict[str, tuple[int, int] | None] = field(default_factory=dict)
     trace: list[str] = field(default_factory=list)
     cost: Tensor | None = None
+    calls: Tensor | None = None
     outputs: list[Output] = field(default_factory=list)
     latest: dict[str, Output] = field(default_factory=dict)
     last_block: str | None = None
     halted: Tensor | None = None
+    all_live: bool = True
     last_action: Tensor | None = None
     window: WindowState = field(default_factory=WindowState)
     reads: dict[str, Tensor] = field(default_factory=dict)
@@ -101,6 +105,8 @@ class Thought:
         ref = next(iter(self.states.values()))
         if self.cost is None:
             self.cost = torch.zeros(ref.shape[0], device=ref.device)
+        if self.calls is None:
+            self.calls = torch.zeros(ref.shape[0], dtype=torch.long, device=ref.device)
         if self.halted is None:
             self.halted = torch.zeros(ref.shape[0], dtype=torch.bool, device=ref.device)
 
@@ -127,6 +133,34 @@ class Thought:
             out = Output(out.step, out.block, torch.where(rows, out.logits, old.logits), None)
         self.latest[out.block] = out
         self.last_block = out.block
+
+    def select(self, index: Tensor) -> "Thought":
+        """The examples `index` as a Thought of their own, for one call; `merge` puts its result back.
+        It shares this Thought's auxiliary losses; window caches hold full batches, so it starts none."""
+        def rows(x):
+            return x[index] if isinstance(x, Tensor) else x
+
+        store = self.store.select(index) if hasattr(self.store, "select") else self.store
+        inputs = {k: Source(s.tokens[index], rows(s.mask), s.grid) for k, s in self.inputs.items()}
+        return Thought({k: v[index] for k, v in self.states.items()}, inputs, store, rows(self.longterm),
+                       self.focus, self.step, self.grids, cost=self.cost[index], calls=self.calls[index],
+                       halted=self.halted[index],
+                       window=WindowState(losses=self.window.losses))
+
+    def merge(self, part: "Thought", index: Tensor, written: str) -> None:
+        """Take back what one call did on `select(index)`: the state it wrote, its cost, outputs and reads."""
+        b = len(self.cost)
+        self.states[written] = self.states[written].index_copy(0, index, part.states[written])
+        self.cost = self.cost.index_copy(0, index, part.cost)
+        self.calls = self.calls.index_copy(0, index, part.calls)
+        self.trace += part.trace
+        ran = torch.zeros(b, dtype=torch.bool, device=index.device).index_fill(0, index, True)
+        for out in part.outputs:
+            old = self.latest.get(out.block)
+            base = old.logits if old is not None else out.logits.new_zeros((b, *out.logits.shape[1:]))
+            self.record(Output(out.step, out.block, base.index_copy(0, index, out.logits), ran))
+        for name, read in part.reads.items():
+            self.reads[name] = read.new_full((b, *read.shape[1:]), -1).index_copy(0, index, read)
 
     def end_window(self) -> "Thought":
         """A gradient-window boundary: stop gradients into everything computed so far, and drop

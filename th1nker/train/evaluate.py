@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import torch
@@ -9,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from th1nker.errors import CheckpointError, DataError, RecipeError
+from th1nker.halting import HaltRule, make_halt
 from th1nker.loop import StepEnd, think
 from th1nker.model import Th1nker
 from th1nker.recipe import load_recipe
@@ -21,39 +23,44 @@ EVAL_SEED = 1234  # initial latents at evaluation: fixed, so evaluations are rep
 
 @torch.no_grad()
 def accuracy_by_steps(model: Th1nker, task, difficulties: list[int], steps: list[int],
-                      batch_size: int = 256) -> dict:
-    """{"accuracy": {difficulty: {steps: acc}}, "halting": ...} from one unroll per eval batch.
+                      batch_size: int = 256, halt: HaltRule | None = None) -> dict:
+    """{"accuracy": {difficulty: {steps: acc}}, "compute": ..., "halting": ...} from one unroll per eval batch.
 
-    Only what is reported is kept: the count of right answers at each evaluated step, and when each
-    example halted."""
+    Only what is reported is kept: the count of right answers at each evaluated step, when each example
+    halted, its block calls, and the wall-clock seconds of the unrolls. `halt` defaults to the recipe's
+    `eval.halt` rule."""
     model.eval()
     device = next(model.parameters()).device
+    halt = halt if halt is not None else make_halt(model.recipe.eval.halt.rule, model.recipe.eval.halt.threshold)
     wanted, horizon = sorted(set(steps)), max(steps)
-    accuracy, halting = {}, {}
+    accuracy, compute, halting = {}, {}, {}
     for d in difficulties:
         full = zeroed(task.eval_batch(d), model.recipe.eval.ablate)
         correct = dict.fromkeys(wanted, 0)
-        halted_steps = []
+        halted_steps, calls, seconds = [], [], 0.0
         for lo in range(0, len(full), batch_size):
             batch = _slice(full, lo, lo + batch_size).to(device)
             g = torch.Generator().manual_seed(EVAL_SEED + lo)
             halt_at = torch.full((len(batch),), horizon, device=device)
-            pending, thought = list(wanted), None
-            for event in think(model, batch, steps=horizon, generator=g):
+            pending, thought, start = list(wanted), None, time.perf_counter()
+            for event in think(model, batch, steps=horizon, generator=g, halt=halt):
                 if isinstance(event, StepEnd):
                     thought, s = event.thought, event.thought.step
                     halt_at = torch.where(thought.halted & (halt_at == horizon), torch.full_like(halt_at, s), halt_at)
                     while pending and pending[0] <= s:
                         correct[pending.pop(0)] += _score(model, task, thought, batch)
+            seconds += time.perf_counter() - start
             right = _score(model, task, thought, batch) if pending else 0  # all halted: the answer stands
             for s in pending:
                 correct[s] += right
             halted_steps.append(halt_at.float())
+            calls.append(thought.calls.float())
         accuracy[str(d)] = {str(s): correct[s] / len(full) for s in steps}
-        if model.recipe.schedule.kind in ("probe", "policy"):
+        compute[str(d)] = {"mean_block_calls": float(torch.cat(calls).mean()), "seconds": round(seconds, 4)}
+        if model.recipe.schedule.kind in ("probe", "policy") or halt is not None:
             h = torch.cat(halted_steps)
             halting[str(d)] = {"mean_steps": float(h.mean()), "halted": float((h < horizon).float().mean())}
-    result = {"accuracy": accuracy, "steps": steps}
+    result = {"accuracy": accuracy, "steps": steps, "compute": compute}
     if halting:
         result["halting"] = halting
     return result
@@ -93,7 +100,7 @@ def print_accuracy(result: dict, console: Console, title: str = "exact-match acc
         table.add_row(d, *[f"[green]{row[s]:.3f}[/green]" if row[s] == best and best > 0 else f"{row[s]:.3f}" for s in steps])
     console.print(table)
     for d, h in result.get("halting", {}).items():
-        console.print(f"difficulty {d}: probe halts after {h['mean_steps']:.1f} steps on average, {h['halted']:.0%} halted")
+        console.print(f"difficulty {d}: halts after {h['mean_steps']:.1f} steps on average, {h['halted']:.0%} halted")
 
 
 def plot_accuracy(result: dict, path: Path, train_steps: int | None = None) -> None:
