@@ -254,6 +254,16 @@ class DistributedConfig(Strict):
         "auto", description="process-group backend; auto = nccl on CUDA, gloo on CPU")
 
 
+class TeacherConfig(Strict):
+    """Kickstarting: distil a trained run's per-step answers into this model, with a decaying weight."""
+
+    run: str = Field(description="a run folder of `th1nker train` (its recipe.yaml and checkpoints); same task")
+    weight: float = Field(1.0, gt=0, description="initial weight of the KL(teacher || student) loss at every step")
+    decay_updates: int | None = Field(None, gt=0, description="the weight falls linearly to 0 over this many "
+                                      "updates (default max_updates / 2)")
+    temperature: float = Field(1.0, gt=0, description="softmax temperature of both sides")
+
+
 class TrainConfig(Strict):
     tbptt: TBPTTConfig = TBPTTConfig()
     optimizer: OptimizerConfig = OptimizerConfig()
@@ -269,6 +279,7 @@ class TrainConfig(Strict):
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$", description="auto (CUDA when present), cpu, cuda, cuda:N")
     aux_loss_weight: float = Field(0.01, ge=0, description="weight of auxiliary losses (MoE balance)")
     distributed: DistributedConfig = DistributedConfig()
+    teacher: TeacherConfig | None = Field(None, description="kickstart from a trained run (see TeacherConfig)")
     max_skipped: int = Field(50, ge=1, description="stop the run (exit 2) when this many updates in a row were "
                              "skipped for a non-finite loss or gradient")
 

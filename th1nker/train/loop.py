@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from th1nker.errors import RecipeError, TrainingDiverged
-from th1nker.loop import WindowEnd, think
+from th1nker.loop import StepEnd, WindowEnd, think
 from th1nker.model import Th1nker
 from th1nker.plans import PLANS
 from th1nker.recipe import Recipe
@@ -20,6 +20,7 @@ from th1nker.schedule import make_schedule
 from th1nker.train import checkpoint as ckpt_io
 from th1nker.train import distributed
 from th1nker.train.device import pick_device
+from th1nker.train.teacher import Teacher, distill_loss
 from th1nker.train.optim import build_ema, build_optimizer, build_scheduler
 
 
@@ -86,6 +87,7 @@ class Trainer:
         self.skipped_in_a_row = 0  # non-finite updates since the last finite one (per run, this process)
         self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda"
                          else nullcontext())
+        self.teacher = Teacher(self.cfg.teacher, recipe, task, self.device) if self.cfg.teacher else None
         self._updates = self._update_stream()
 
     @property
@@ -124,12 +126,23 @@ class Trainer:
         batch = distributed.shard_batch(self.task.train_batch(self.cfg.batch_size, self.generator)).to(self.device)
         run = think(self.model, batch, self.schedule, plan=plan, loss_weights=self.cfg.loss_weights,
                     noise=True, generator=self.generator)
+        weight = self.teacher.weight(self.update) if self.teacher else 0.0
+        guide = self.teacher.step_logits(batch, sum(w.steps for w in plan)) if weight else []
+        distill: list[torch.Tensor] = []
         while True:
             with self.autocast:  # entered per event: no context is held while another unroll runs
                 event = next(run, None)
             if event is None:
                 return
+            if isinstance(event, StepEnd) and guide:
+                out = event.thought.outputs[-1] if event.thought.outputs else None
+                if out is not None and out.logits.requires_grad:  # a step with gradients
+                    distill.append(distill_loss(out.logits, guide[event.thought.step - 1], self.cfg.teacher.temperature))
             if isinstance(event, WindowEnd):
+                if distill:
+                    event.aux["distill"] = torch.stack(distill).mean()
+                    event.loss = event.loss + weight * event.aux["distill"]
+                    distill = []
                 (event.loss / self.cfg.accumulate).backward()
                 yield event
 
