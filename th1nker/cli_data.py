@@ -31,7 +31,8 @@ def register(app: typer.Typer, user_errors) -> None:
         from th1nker.tasks.export import export_task
 
         r = load_recipe(recipe, set_)
-        manifest = export_task(make_task(r.task, r.seed), out, train_examples)
+        generated = r.task.model_copy(update={"data": None})  # the files task.data names are what this writes
+        manifest = export_task(make_task(generated, r.seed), out, train_examples)
         typer.echo(f"wrote {out}: " + ", ".join(f"{name} ({n})" for name, n in manifest["examples"].items()))
         if corpus is not None:
             from th1nker.omni.corpus import CORPUS_PATH

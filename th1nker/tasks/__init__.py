@@ -17,7 +17,13 @@ def register_task(name: str):
 
 
 def make_task(config, seed: int = 0) -> Task:
-    return TASKS[config.kind](config, seed)
+    """The task a recipe's `task` section describes; with `task.data`, examples come from those files."""
+    task = TASKS[config.kind](config, seed)
+    if getattr(config, "data", None) is None:
+        return task
+    from th1nker.tasks.files import FileTask
+
+    return FileTask(task, config.data)
 
 
 from th1nker.tasks import prefix_parity  # noqa: E402,F401  (registers the built-in tasks)
