@@ -13,7 +13,6 @@ replaced by the next append, which takes the same name. Opening verifies every l
 from __future__ import annotations
 
 import bisect
-import hashlib
 import json
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from safetensors.torch import save_file
 from torch import Tensor
 
 from th1nker.errors import DataError
-from th1nker.io import atomic_write, atomic_write_json
+from th1nker.io import atomic_write, atomic_write_json, file_digest
 from th1nker.memory.cache import BlockCache
 from th1nker.memory.indexer import block_scores
 
@@ -33,11 +32,7 @@ CHUNK = 1 << 16  # key rows scored per matmul in exact search
 
 
 def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
+    return file_digest(path, "sha256")
 
 
 def _write_manifest(path: Path, key_dim: int, key_vectors: int, value_dim: int, meta: dict,

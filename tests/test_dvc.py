@@ -110,6 +110,20 @@ def test_repro_runs_every_stage_and_writes_metrics_and_plots(repo):
     assert table == f"steps,accuracy\n1,{accuracy['24']['1']}\n3,{accuracy['24']['3']}\n"
 
 
+def test_the_training_run_links_to_the_data_version_dvc_tracks(repo):
+    from mlflow import MlflowClient
+
+    client = MlflowClient(repo.env["MLFLOW_TRACKING_URI"])
+    (run,) = client.search_runs([client.get_experiment_by_name("th1nker").experiment_id])
+    lock = yaml.safe_load((repo.root / "dvc.lock").read_text())["stages"]["train"]["deps"]
+    (md5,) = [dep["md5"] for dep in lock if dep["path"] == "data/pipeline/train.jsonl"]
+    (used,) = run.inputs.dataset_inputs  # train.jsonl alone: the evaluation files are evaluate's
+    assert used.dataset.name == "train.jsonl" and used.dataset.digest == md5
+    assert json.loads(used.dataset.source)["uri"] == str((repo.root / "data/pipeline/train.jsonl").resolve())
+    assert {t.key: t.value for t in used.tags}["mlflow.data.context"] == "training"
+    assert run.data.tags["git_commit"] == repo.run("git", "rev-parse", "HEAD~1").strip()  # the commit reproduced
+
+
 def test_second_repro_does_nothing(repo):
     out = repo.dvc("repro")
     assert stages_run(out) == set() and "Data and pipelines are up to date." in out
