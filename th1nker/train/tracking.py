@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import warnings
 from pathlib import Path
@@ -47,6 +48,9 @@ def git_tags(folder: Path) -> dict[str, str]:
 def git_commit(folder: Path | str = ".") -> str | None:
     """The HEAD commit of the repository that holds `folder`, or None."""
     return git_tags(Path(folder)).get("git_commit")
+
+
+ACCURACY_METRIC = re.compile(r"eval_acc_d(\d+)_s(\d+)")
 
 
 def accuracy_metric(difficulty, steps) -> str:
