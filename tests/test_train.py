@@ -78,8 +78,12 @@ def test_nan_guard_skips_the_update(tiny_recipe):
 def test_train_writes_run_folder_and_mlflow_run(tiny_recipe, tmp_path):
     import mlflow
 
-    out = tmp_path / "run"
-    result = train_recipe(tiny_recipe, [], out, resume=False)
+    from io import StringIO
+
+    from rich.console import Console
+
+    out, printed = tmp_path / "run", StringIO()
+    result = train_recipe(tiny_recipe, [], out, resume=False, console=Console(file=printed, width=300))
     for name in ("recipe.yaml", "metrics.json", "eval.png", "graph.png", "checkpoints/latest"):
         assert (out / name).exists(), name
     metrics = json.loads((out / "metrics.json").read_text())
@@ -110,6 +114,9 @@ def test_train_writes_run_folder_and_mlflow_run(tiny_recipe, tmp_path):
     rows = {(d, s): acc for d, s, acc in table["data"]}
     assert table["columns"] == ["difficulty", "thinking_steps", "accuracy"] and rows[(12, 4)] == result["accuracy"]["12"]["4"]
     assert len(rows) == 6 and run.inputs.dataset_inputs == []  # generated data: no files to link
+    link = (f"http://127.0.0.1:5000/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
+            "?workflowType=machine_learning")  # the training view of MLflow 3's UI
+    assert f"see it: mlflow ui --backend-store-uri {os.environ['MLFLOW_TRACKING_URI']}, then open {link}" in printed.getvalue()
 
 
 def test_unreachable_tracking_server_warns_once_and_trains_on(tiny_recipe, tmp_path):

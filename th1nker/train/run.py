@@ -126,4 +126,6 @@ def _train(recipe_path: Path, overrides: list[str], out: Path | None, resume: bo
     tracker.artifact(latest, "checkpoint")
     tracker.end()
     console.print(f"run folder: {run_dir}" + (f"; MLflow run {tracker.run_id} at {tracker.uri}" if tracker.run_id else ""))
+    if tracker.run_id:
+        console.print(f"see it: {tracker.ui_link()}", soft_wrap=True)
     return result

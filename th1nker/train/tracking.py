@@ -88,6 +88,7 @@ class Tracker:
         self.uri = tracking_uri(uri)
         self.experiment = experiment
         self.run_id: str | None = None
+        self.experiment_id: str | None = None
         self._warned = False
 
     def _call(self, fn, *args, **kwargs):
@@ -118,9 +119,19 @@ class Tracker:
             if run_id is None:
                 mlflow.log_params(flatten(params))
                 mlflow.set_tags({k: v for k, v in tags.items() if v is not None})
+            self.experiment_id = run.info.experiment_id
             return run.info.run_id
 
         self.run_id = self._call(begin)
+
+    def ui_link(self) -> str | None:
+        """How to open this run in the MLflow UI's training view (MLflow 3 otherwise opens a GenAI view)."""
+        if self.run_id is None:
+            return None
+        page = f"#/experiments/{self.experiment_id}/runs/{self.run_id}?workflowType=machine_learning"
+        if self.uri.startswith("http"):
+            return f"{self.uri.rstrip('/')}/{page}"
+        return f"mlflow ui --backend-store-uri {self.uri}, then open http://127.0.0.1:5000/{page}"
 
     def metrics(self, values: dict[str, float], step: int) -> None:
         import mlflow
