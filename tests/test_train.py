@@ -97,7 +97,8 @@ def test_train_writes_run_folder_and_mlflow_run(tiny_recipe, tmp_path):
     run = runs[0]
     assert run.info.status == "FINISHED"
     assert run.data.params["model.dim"] == "16" and run.data.params["train.max_updates"] == "6"
-    assert {"loss", "lr", "grad_norm", "updates_per_s", "loss_step_001", "eval_acc_d12_s8", "updates"} <= set(run.data.metrics)
+    logged = {"loss", "lr", "grad_norm", "updates_per_s", "loss_step_001", "eval_acc_d12_s8", "updates", "final_loss"}
+    assert logged <= set(run.data.metrics)
     assert len(client.get_metric_history(run.info.run_id, "loss")) == 3  # logged every 2 of 6 updates
     # one step axis: MLflow's step is the update for every metric; accuracy per thinking steps is in the name
     steps = {m.step for key in run.data.metrics for m in client.get_metric_history(run.info.run_id, key)}
@@ -112,11 +113,13 @@ def test_train_writes_run_folder_and_mlflow_run(tiny_recipe, tmp_path):
     assert {"recipe.yaml", "metrics.json", "eval.png", "graph.png", "checkpoint", "eval_accuracy.json"} <= artifacts
     table = json.loads(Path(client.download_artifacts(run.info.run_id, "eval_accuracy.json")).read_text())
     rows = {(d, s): acc for d, s, acc in table["data"]}
-    assert table["columns"] == ["difficulty", "thinking_steps", "accuracy"] and rows[(12, 4)] == result["accuracy"]["12"]["4"]
+    assert table["columns"] == ["difficulty", "thinking_steps", "accuracy"]
+    assert rows[(12, 4)] == result["accuracy"]["12"]["4"]
     assert len(rows) == 6 and run.inputs.dataset_inputs == []  # generated data: no files to link
     link = (f"http://127.0.0.1:5000/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
             "?workflowType=machine_learning")  # the training view of MLflow 3's UI
-    assert f"see it: mlflow ui --backend-store-uri {os.environ['MLFLOW_TRACKING_URI']}, then open {link}" in printed.getvalue()
+    uri = os.environ["MLFLOW_TRACKING_URI"]
+    assert f"see it: mlflow ui --backend-store-uri {uri}, then open {link}" in printed.getvalue()
 
 
 def test_unreachable_tracking_server_warns_once_and_trains_on(tiny_recipe, tmp_path):

@@ -42,8 +42,8 @@ def fetch_runs(uri: str, experiment: str, limit: int) -> list:
     found = client.get_experiment_by_name(experiment)
     if found is None:
         known = sorted(e.name for e in client.search_experiments())
-        raise Th1nkerError(f"--experiment {experiment!r}: no such experiment in {uri} (known: {', '.join(known) or 'none'}); "
-                           "pass one of those names")
+        raise Th1nkerError(f"--experiment {experiment!r}: no such experiment in {uri} "
+                           f"(known: {', '.join(known) or 'none'}); pass one of those names")
     return client.search_runs([found.experiment_id], order_by=["attributes.start_time DESC"], max_results=limit)
 
 

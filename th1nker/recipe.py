@@ -44,7 +44,8 @@ class DataConfig(Strict):
         def absolute(path: str) -> str:
             return str((folder / Path(path).expanduser()).resolve())
 
-        return DataConfig(train=absolute(self.train) if self.train else None, eval={d: absolute(p) for d, p in self.eval.items()})
+        return DataConfig(train=absolute(self.train) if self.train else None,
+                          eval={d: absolute(p) for d, p in self.eval.items()})
 
 
 class TaskConfig(Strict):

@@ -34,13 +34,30 @@ class Example:
                 tuple((k, v.shape) for k, v in sorted(b.masks.items())), b.target.shape, b.target.dtype)
 
 
-def stack(examples: list[Example]) -> Batch:
-    """Examples of one shape as one batch."""
+def stack(examples: list[Example], path: Path, spec) -> Batch:
+    """Examples of one shape as one batch, checked against the task's vocabulary and classes."""
     first = examples[0].batch
-    return Batch({k: torch.cat([e.batch.inputs[k] for e in examples]) for k in first.inputs},
-                 torch.cat([e.batch.target for e in examples]),
-                 {k: torch.cat([e.batch.masks[k] for e in examples]) for k in first.masks},
-                 first.grid, first.difficulty)
+    batch = Batch({k: torch.cat([e.batch.inputs[k] for e in examples]) for k in first.inputs},
+                  torch.cat([e.batch.target for e in examples]),
+                  {k: torch.cat([e.batch.masks[k] for e in examples]) for k in first.masks},
+                  first.grid, first.difficulty)
+    ids, target = batch.inputs.get("text"), batch.target
+    line = ids is not None and not ids.is_floating_point() and first_bad(examples, (ids < 0) | (ids >= spec.vocab))
+    if line:
+        raise DataError(f"{path}, line {line}: inputs.text holds ids outside [0, {spec.vocab}), this task's "
+                        "vocabulary; was the file written for another task?")
+    unknown_label = (target != IGNORE) & ((target < 0) | (target >= spec.classes))
+    line = not target.is_floating_point() and first_bad(examples, unknown_label)
+    if line:
+        raise DataError(f"{path}, line {line}: target holds labels outside [0, {spec.classes}) (or {IGNORE} = "
+                        "unscored), this task's classes; was the file written for another task?")
+    return batch
+
+
+def first_bad(examples: list[Example], bad: torch.Tensor) -> int | None:
+    """The line of the first example with a bad value (`bad`: one row per example), or None."""
+    rows = bad.flatten(1).any(1).nonzero()
+    return examples[int(rows[0])].line if len(rows) else None
 
 
 def select(batch: Batch, index) -> Batch:
@@ -53,14 +70,15 @@ def tensor(value, path: Path, line: int, field: str) -> torch.Tensor:
     try:
         t = torch.tensor(value)
     except (TypeError, ValueError, RuntimeError):
-        raise DataError(f"{path}, line {line}: '{field}' is not a rectangular array of numbers; expected {FORMAT}") from None
+        raise DataError(f"{path}, line {line}: '{field}' is not a rectangular array of numbers; "
+                        f"expected {FORMAT}") from None
     if t.dim() == 0 or t.numel() == 0:
         raise DataError(f"{path}, line {line}: '{field}' must be a non-empty list; expected {FORMAT}")
     return t.unsqueeze(0)
 
 
-def parse(text: str, path: Path, line: int, spec) -> Example:
-    """One line as an Example, checked against the task's vocabulary and classes."""
+def parse(text: str, path: Path, line: int) -> Example:
+    """One line as an Example."""
     try:
         row = json.loads(text)
     except json.JSONDecodeError as e:
@@ -73,18 +91,11 @@ def parse(text: str, path: Path, line: int, spec) -> Example:
     inputs = {k: tensor(v, path, line, f"inputs.{k}") for k, v in row["inputs"].items()}
     masks = {k: tensor(v, path, line, f"masks.{k}").bool() for k, v in (row.get("masks") or {}).items()}
     target = tensor(row["target"], path, line, "target")
-    text_ids = inputs.get("text")
-    if text_ids is not None and not text_ids.is_floating_point() and not ((text_ids >= 0) & (text_ids < spec.vocab)).all():
-        raise DataError(f"{path}, line {line}: inputs.text holds ids outside [0, {spec.vocab}), this task's "
-                        "vocabulary; was the file written for another task?")
-    if not target.is_floating_point() and not ((target == IGNORE) | (target >= 0) & (target < spec.classes)).all():
-        raise DataError(f"{path}, line {line}: target holds labels outside [0, {spec.classes}) (or {IGNORE} = "
-                        "unscored), this task's classes; was the file written for another task?")
     grid = tuple(row["grid"]) if row.get("grid") else None
     return Example(line, Batch(inputs, target, masks, grid, difficulty))
 
 
-def read_examples(path: str | Path, spec) -> list[Example]:
+def read_examples(path: str | Path) -> list[Example]:
     """Every example of a JSON-lines file, in order; a DataError names the file, the line and the fix."""
     path = Path(path)
     try:
@@ -94,7 +105,7 @@ def read_examples(path: str | Path, spec) -> list[Example]:
                         f"{path.parent}` or fix task.data in the recipe") from None
     except (OSError, UnicodeDecodeError) as e:
         raise DataError(f"{path}: cannot read the data file ({e}); task.data needs {FORMAT}") from None
-    examples = [parse(text, path, n, spec) for n, text in enumerate(lines, 1) if text.strip()]
+    examples = [parse(text, path, n) for n, text in enumerate(lines, 1) if text.strip()]
     if not examples:
         raise DataError(f"{path}: no examples; task.data needs {FORMAT}")
     return examples
@@ -102,7 +113,7 @@ def read_examples(path: str | Path, spec) -> list[Example]:
 
 def eval_set(path: str, difficulty: int, spec) -> Batch:
     """The evaluation set of one difficulty: every example of the file, which must share one shape."""
-    examples = read_examples(path, spec)
+    examples = read_examples(path)
     for e in examples:
         if e.batch.difficulty != difficulty:
             raise DataError(f"{path}, line {e.line}: difficulty {e.batch.difficulty}, but task.data.eval names "
@@ -110,7 +121,7 @@ def eval_set(path: str, difficulty: int, spec) -> Batch:
         if e.shape() != examples[0].shape():
             raise DataError(f"{path}, line {e.line}: shaped unlike line {examples[0].line}; the examples of "
                             "one evaluation set must share their sizes")
-    return stack(examples)
+    return stack(examples, Path(path), spec)
 
 
 class FileTask(Task):
@@ -127,9 +138,9 @@ class FileTask(Task):
         self.train_groups: list[Batch] = []
         if data.train:
             groups: dict[tuple, list[Example]] = {}
-            for e in read_examples(data.train, self.spec):
+            for e in read_examples(data.train):
                 groups.setdefault(e.shape(), []).append(e)
-            self.train_groups = [stack(g) for g in groups.values()]
+            self.train_groups = [stack(g, Path(data.train), self.spec) for g in groups.values()]
 
     def __getattr__(self, name: str):  # the wrapped task's own attributes (vocabularies, paths, ...)
         if name == "task":

@@ -19,7 +19,8 @@ def tracking_uri(configured: str | None) -> str:
 
 
 # variables that would point git at another repository than the folder it is asked about
-GIT_REPO_VARS = ("GIT_DIR", "GIT_WORK_TREE", "GIT_COMMON_DIR", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY", "GIT_NAMESPACE")
+GIT_REPO_VARS = ("GIT_DIR", "GIT_WORK_TREE", "GIT_COMMON_DIR", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY",
+                 "GIT_NAMESPACE")
 
 
 def git_tags(folder: Path) -> dict[str, str]:
@@ -66,7 +67,7 @@ def accuracy_metrics(accuracy: dict) -> dict[str, float]:
 def accuracy_table(accuracy: dict) -> dict[str, list]:
     """{difficulty: {steps: acc}} as the columns of a table: one row per difficulty and number of steps."""
     rows = [(int(d), int(s), acc) for d, row in accuracy.items() for s, acc in row.items()]
-    return {"difficulty": [r[0] for r in rows], "thinking_steps": [r[1] for r in rows], "accuracy": [r[2] for r in rows]}
+    return {name: [r[i] for r in rows] for i, name in enumerate(("difficulty", "thinking_steps", "accuracy"))}
 
 
 def flatten(d: dict, prefix: str = "") -> dict[str, str]:
@@ -139,7 +140,7 @@ class Tracker:
         self._call(mlflow.log_metrics, values, step=step)
 
     def table(self, columns: dict[str, list], artifact_file: str) -> None:
-        """A table artifact (column -> values) that the MLflow UI shows and compares across runs."""
+        """A table artifact (column -> values), stored as mlflow.log_table stores it (JSON)."""
         import mlflow
 
         self._call(mlflow.log_table, columns, artifact_file)
