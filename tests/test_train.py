@@ -202,6 +202,13 @@ def test_every_shipped_recipe_validates_and_trains(path, tmp_path):
         extra = ["task.train=[2,3]", "task.eval=[3]"]
     else:
         extra = []
+    if recipe.task.data is not None:  # the files it reads, as the DVC pipeline's prepare stage writes them
+        data = tmp_path / "data"
+        res = runner.invoke(app, ["data", "prepare", str(path), "--out", str(data), "--train-examples", "16",
+                                  *(a for s in SMOKE for a in ("--set", s))])
+        assert res.exit_code == 0, res.output
+        extra += [f"task.data.train={data / Path(recipe.task.data.train).name}", "task.data.eval={" + ", ".join(
+            f"{d}: {data / Path(file).name}" for d, file in recipe.task.data.eval.items()) + "}"]
     result = train_recipe(path, SMOKE + extra, tmp_path / "run", resume=False)
     assert result["train"]["updates"] == 2
     assert (tmp_path / "run" / "metrics.json").exists()
