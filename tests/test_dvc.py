@@ -18,8 +18,8 @@ from conftest import ROOT
 
 BIN = Path(sys.executable).parent
 STAGES = ("prepare", "tokenizer", "train", "evaluate")
-# recipes/pipeline.yaml made tiny: the same sections (dvc.yaml tracks them), far less work
-TINY = {"task": {"train": [4, 8], "eval": [8, 12], "eval_examples": 16},
+# recipes/pipeline.yaml made tiny: the same sections (dvc.yaml tracks them) and data files, far less work
+TINY = {"task": {"train": [4, 8], "eval": [24, 48], "eval_examples": 16},
         "model": {"dim": 8}, "schedule": {"steps": 3},
         "train": {"max_updates": 2, "batch_size": 4, "checkpoint_every": 2, "tbptt": {"window": 3},
                   "optimizer": {"warmup": 1}},
@@ -95,15 +95,33 @@ def repo(tmp_path_factory) -> Repo:
 def test_repro_runs_every_stage_and_writes_metrics_and_plots(repo):
     assert stages_run(repo.first_output) == set(STAGES)
     data = repo.root / "data"
-    assert (data / "tokenizer.model").is_file() and (data / "pipeline" / "eval_12.jsonl").is_file()
+    assert (data / "tokenizer.model").is_file() and (data / "pipeline" / "eval_48.jsonl").is_file()
     (workspace,) = json.loads(repo.dvc("metrics", "show", "--json")).values()
     accuracy = workspace["data"]["metrics.json"]["data"]["accuracy"]
-    assert set(accuracy) == {"8", "12"}
+    assert set(accuracy) == {"24", "48"}
     assert all(set(row) == {"1", "3"} and all(0 <= a <= 1 for a in row.values()) for row in accuracy.values())
     plots = json.loads(repo.dvc("plots", "show", "--json"))["data"]
-    assert {"plots/accuracy/difficulty_8.csv", "plots/accuracy/difficulty_12.csv"} <= set(plots)
-    table = (repo.root / "plots" / "accuracy" / "difficulty_8.csv").read_text()
-    assert table == f"steps,accuracy\n1,{accuracy['8']['1']}\n3,{accuracy['8']['3']}\n"
+    assert {"plots/accuracy/difficulty_24.csv", "plots/accuracy/difficulty_48.csv"} <= set(plots)
+    (plot,) = plots["plots/accuracy/difficulty_24.csv"]  # accuracy against thinking steps, from the CSV
+    assert plot["content"]["encoding"]["x"]["title"] == "thinking steps"
+    assert [(v["steps"], v["accuracy"]) for v in plot["content"]["data"]["values"]] == [
+        ("1", str(accuracy["24"]["1"])), ("3", str(accuracy["24"]["3"]))]
+    table = (repo.root / "plots" / "accuracy" / "difficulty_24.csv").read_text()
+    assert table == f"steps,accuracy\n1,{accuracy['24']['1']}\n3,{accuracy['24']['3']}\n"
+
+
+def test_the_training_run_links_to_the_data_version_dvc_tracks(repo):
+    from mlflow import MlflowClient
+
+    client = MlflowClient(repo.env["MLFLOW_TRACKING_URI"])
+    (run,) = client.search_runs([client.get_experiment_by_name("th1nker").experiment_id])
+    lock = yaml.safe_load((repo.root / "dvc.lock").read_text())["stages"]["train"]["deps"]
+    (md5,) = [dep["md5"] for dep in lock if dep["path"] == "data/pipeline/train.jsonl"]
+    (used,) = run.inputs.dataset_inputs  # train.jsonl alone: the evaluation files are evaluate's
+    assert used.dataset.name == "train.jsonl" and used.dataset.digest == md5
+    assert json.loads(used.dataset.source)["uri"] == str((repo.root / "data/pipeline/train.jsonl").resolve())
+    assert {t.key: t.value for t in used.tags}["mlflow.data.context"] == "training"
+    assert run.data.tags["git_commit"] == repo.run("git", "rev-parse", "HEAD~1").strip()  # the commit reproduced
 
 
 def test_second_repro_does_nothing(repo):
@@ -115,8 +133,61 @@ def test_changing_eval_steps_reruns_only_evaluate(repo):
     repo.edit_recipe({"eval": {"steps": [1, 2, 3]}})
     assert stages_run(repo.dvc("repro")) == {"evaluate"}
     diff = json.loads(repo.dvc("metrics", "diff", "--json"))["metrics.json"]
-    assert "accuracy.8.2" in diff and diff["accuracy.8.2"]["old"] is None
+    assert "accuracy.24.2" in diff and diff["accuracy.24.2"]["old"] is None
     repo.commit("more eval steps")
+
+
+def test_stages_depend_on_exactly_the_data_files_their_recipe_reads():
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    data = yaml.safe_load((ROOT / "recipes" / "pipeline.yaml").read_text())["task"]["data"]
+    in_root = lambda path: str((ROOT / "recipes" / path).resolve().relative_to(ROOT))  # noqa: E731
+    files = lambda stage: {d for d in stages[stage]["deps"] if d.startswith("data/pipeline/")}  # noqa: E731
+    assert files("train") == {in_root(data["train"])}
+    assert "--set task.data.eval={}" in stages["train"]["cmd"]  # train leaves the evaluation files to evaluate
+    assert files("evaluate") == {in_root(p) for p in data["eval"].values()}
+    assert "data/pipeline" in stages["prepare"]["outs"]
+
+
+def flip_answers(path: Path) -> None:
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    for row in rows:
+        row["target"] = [1 - t for t in row["target"]]
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+
+
+def test_editing_one_data_file_reruns_exactly_the_stages_that_read_it(repo):
+    data = repo.root / "data" / "pipeline"
+    flip_answers(data / "eval_24.jsonl")
+    repo.dvc("commit", "--force", "prepare")  # keep the hand edit as prepare's output (else repro regenerates it)
+    assert stages_run(repo.dvc("repro")) == {"evaluate"}
+    flip_answers(data / "train.jsonl")
+    repo.dvc("commit", "--force", "prepare")
+    assert stages_run(repo.dvc("repro")) == {"train", "evaluate"}
+    repo.commit("edited data")
+
+
+def test_push_then_pull_in_a_fresh_clone_restores_everything_without_recomputing(repo, tmp_path):
+    repo.dvc("remote", "add", "-d", "store", str(tmp_path / "dvc-store"))
+    repo.commit("a DVC remote on the local filesystem")
+    repo.dvc("push")
+    clone = Repo(tmp_path / "clone", repo.env["MLFLOW_TRACKING_URI"])
+    repo.run("git", "clone", "-q", str(repo.root), str(clone.root))
+    assert not (clone.root / "runs").exists()
+    clone.dvc("pull")
+    out = clone.dvc("repro")
+    assert stages_run(out) == set() and "Data and pipelines are up to date." in out
+    checkpoint = (repo.root / "runs/pipeline/checkpoints/latest").read_text().strip()
+    for path in ("data/pipeline/train.jsonl", "data/pipeline/eval_24.jsonl", "data/tokenizer.model", "metrics.json",
+                 "plots/accuracy/difficulty_24.csv", f"runs/pipeline/checkpoints/{checkpoint}/model.safetensors"):
+        assert (clone.root / path).read_bytes() == (repo.root / path).read_bytes(), path
+
+
+def test_a_queued_grid_holds_one_experiment_per_combination(repo):
+    out = repo.dvc("exp", "run", "--queue", "-S", "recipes/pipeline.yaml:train.max_updates=2,3",
+                   "-S", "recipes/pipeline.yaml:model.dim=8,16")
+    assert out.count("Queued experiment") == 4
+    assert repo.dvc("queue", "status").count("Queued") == 4
+    repo.dvc("queue", "remove", "--queued")
 
 
 def test_exp_run_override_reruns_train_and_evaluate_and_tags_mlflow(repo):

@@ -81,8 +81,12 @@ def test_nan_guard_skips_the_update(tiny_recipe):
 def test_train_writes_run_folder_and_mlflow_run(tiny_recipe, tmp_path):
     import mlflow
 
-    out = tmp_path / "run"
-    result = train_recipe(tiny_recipe, [], out, resume=False)
+    from io import StringIO
+
+    from rich.console import Console
+
+    out, printed = tmp_path / "run", StringIO()
+    result = train_recipe(tiny_recipe, [], out, resume=False, console=Console(file=printed, width=300))
     for name in ("recipe.yaml", "metrics.json", "eval.png", "graph.png", "checkpoints/latest"):
         assert (out / name).exists(), name
     metrics = json.loads((out / "metrics.json").read_text())
@@ -96,11 +100,29 @@ def test_train_writes_run_folder_and_mlflow_run(tiny_recipe, tmp_path):
     run = runs[0]
     assert run.info.status == "FINISHED"
     assert run.data.params["model.dim"] == "16" and run.data.params["train.max_updates"] == "6"
-    assert {"loss", "lr", "grad_norm", "updates_per_s", "loss_step_001", "eval_accuracy_d12"} <= set(run.data.metrics)
+    logged = {"loss", "lr", "grad_norm", "updates_per_s", "loss_step_001", "eval_acc_d12_s8", "updates", "final_loss"}
+    assert logged <= set(run.data.metrics)
     assert len(client.get_metric_history(run.info.run_id, "loss")) == 3  # logged every 2 of 6 updates
-    assert [m.step for m in client.get_metric_history(run.info.run_id, "eval_accuracy_d8")] == [2, 4, 8]
+    # one step axis: MLflow's step is the update for every metric; accuracy per thinking steps is in the name
+    steps = {m.step for key in run.data.metrics for m in client.get_metric_history(run.info.run_id, key)}
+    assert steps == {2, 4, 6}
+    assert {k: v for k, v in run.data.metrics.items() if k.startswith("eval_acc_")} == {
+        f"eval_acc_d{d}_s{s}": acc for d, row in result["accuracy"].items() for s, acc in row.items()}
+    assert run.data.metrics["updates"] == 6 and run.data.metrics["final_loss"] == result["train"]["final_loss"]
+    assert run.data.tags["run_dir"] == str(out.resolve()) and run.data.tags["recipe"] == str(tiny_recipe.resolve())
+    assert "git_commit" not in run.data.tags  # tmp_path is in no git repository
+    assert "no git repository holds" in run.data.tags["git_commit_missing_reason"]
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"recipe.yaml", "metrics.json", "eval.png", "graph.png", "checkpoint"} <= artifacts
+    assert {"recipe.yaml", "metrics.json", "eval.png", "graph.png", "checkpoint", "eval_accuracy.json"} <= artifacts
+    table = json.loads(Path(client.download_artifacts(run.info.run_id, "eval_accuracy.json")).read_text())
+    rows = {(d, s): acc for d, s, acc in table["data"]}
+    assert table["columns"] == ["difficulty", "thinking_steps", "accuracy"]
+    assert rows[(12, 4)] == result["accuracy"]["12"]["4"]
+    assert len(rows) == 6 and run.inputs.dataset_inputs == []  # generated data: no files to link
+    link = (f"http://127.0.0.1:5000/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
+            "?workflowType=machine_learning")  # the training view of MLflow 3's UI
+    uri = os.environ["MLFLOW_TRACKING_URI"]
+    assert f"see it: mlflow ui --backend-store-uri {uri}, then open {link}" in printed.getvalue()
 
 
 def test_unreachable_tracking_server_warns_once_and_trains_on(tiny_recipe, tmp_path):
@@ -183,6 +205,13 @@ def test_every_shipped_recipe_validates_and_trains(path, tmp_path):
         extra = ["task.train=[2,3]", "task.eval=[3]"]
     else:
         extra = []
+    if recipe.task.data is not None:  # the files it reads, as the DVC pipeline's prepare stage writes them
+        data = tmp_path / "data"
+        res = runner.invoke(app, ["data", "prepare", str(path), "--out", str(data), "--train-examples", "16",
+                                  *(a for s in SMOKE for a in ("--set", s))])
+        assert res.exit_code == 0, res.output
+        extra += [f"task.data.train={data / Path(recipe.task.data.train).name}", "task.data.eval={" + ", ".join(
+            f"{d}: {data / Path(file).name}" for d, file in recipe.task.data.eval.items()) + "}"]
     result = train_recipe(path, SMOKE + extra, tmp_path / "run", resume=False)
     assert result["train"]["updates"] == 2
     assert (tmp_path / "run" / "metrics.json").exists()
@@ -217,3 +246,38 @@ def test_ema_copies_integer_buffers():
     assert ema.module.seen.tolist() == [5, 6]
     step = ema.module.weight - before  # decay min(0.5, 2/11): a partial step towards the new weights
     assert torch.allclose(step, torch.full_like(step, 1 - 2 / 11))
+
+
+def git(folder, *args):
+    env = {k: v for k, v in os.environ.items() if k != "GIT_DIR"}
+    return subprocess.run(["git", "-C", str(folder), *args], capture_output=True, text=True, check=True,
+                          env=env).stdout.strip()
+
+
+def test_git_commit_is_the_recipe_repositorys_even_from_another_repository(tiny_recipe, tmp_path, monkeypatch):
+    import mlflow
+
+    from th1nker.train.tracking import git_tags
+
+    project, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    for repo in (project, elsewhere):
+        repo.mkdir()
+        git(repo, "init", "-q")
+        (repo / "note.txt").write_text(repo.name)
+        git(repo, "add", "-A")
+        git(repo, "-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-q", "-m", repo.name)
+    recipe = project / "tiny.yaml"
+    recipe.write_text(tiny_recipe.read_text())
+    git(project, "add", "-A")
+    git(project, "-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-q", "-m", "recipe")
+    monkeypatch.chdir(elsewhere)  # started inside another repository, with GIT_DIR naming it too
+    monkeypatch.setenv("GIT_DIR", str(elsewhere / ".git"))
+    train_recipe(recipe, ["train.max_updates=2", "eval.steps=[2]"], tmp_path / "run", resume=False)
+    client = mlflow.MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    (run,) = client.search_runs([client.get_experiment_by_name("th1nker").experiment_id])
+    assert run.data.tags["git_commit"] == git(project, "rev-parse", "HEAD") != git(elsewhere, "rev-parse", "HEAD")
+    assert run.data.tags["git_dirty"] == "false" and "git_commit_missing_reason" not in run.data.tags
+    (project / "tiny.yaml").write_text(tiny_recipe.read_text() + "# edited\n")
+    assert git_tags(project)["git_dirty"] == "true"
+    git(project, "init", "-q", str(project / "fresh"))
+    assert "has no commit yet" in git_tags(project / "fresh")["git_commit_missing_reason"]

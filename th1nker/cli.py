@@ -15,7 +15,8 @@ from th1nker.cli_errors import err_console, user_errors
 from th1nker.errors import Th1nkerError
 
 app = typer.Typer(help="Th1nker: latent-step models from YAML recipes.", no_args_is_help=True,
-                  pretty_exceptions_enable=False, add_completion=False)
+                  pretty_exceptions_enable=False, add_completion=False,
+                  epilog="Example: th1nker train recipes/multistep.yaml")
 console = Console()
 
 SetOpt = typer.Option(None, "--set", help="override a recipe field: --set train.max_updates=10 (repeatable)")
@@ -23,7 +24,7 @@ SetOpt = typer.Option(None, "--set", help="override a recipe field: --set train.
 
 
 
-@app.command()
+@app.command(epilog="Example: th1nker validate recipes/multistep.yaml --set train.max_updates=100")
 @user_errors
 def validate(recipe: Path, set_: Optional[list[str]] = SetOpt):
     """Validate a recipe and print it fully resolved."""
@@ -34,7 +35,7 @@ def validate(recipe: Path, set_: Optional[list[str]] = SetOpt):
     err_console.print(f"[green]ok[/green] {recipe}")
 
 
-@app.command()
+@app.command(epilog="Example: th1nker blocks")
 @user_errors
 def blocks():
     """List the registered block kinds with their config fields."""
@@ -57,7 +58,7 @@ def blocks():
     console.print(table)
 
 
-@app.command()
+@app.command(epilog="Example: th1nker graph recipes/multistep.yaml --out graph.png")
 @user_errors
 def graph(recipe: Path, out: Optional[Path] = typer.Option(None, help="write the graph as PNG here"),
           set_: Optional[list[str]] = SetOpt):
@@ -72,7 +73,7 @@ def graph(recipe: Path, out: Optional[Path] = typer.Option(None, help="write the
         err_console.print(f"wrote {out}")
 
 
-@app.command()
+@app.command(epilog="Example: th1nker train recipes/multistep.yaml --out runs/ms")
 @user_errors
 def train(recipe: Path, set_: Optional[list[str]] = SetOpt,
           out: Optional[Path] = typer.Option(None, help="run directory (default runs/<name>/<timestamp>)"),
@@ -93,7 +94,7 @@ def train(recipe: Path, set_: Optional[list[str]] = SetOpt,
     train_recipe(recipe, set_ or [], out, resume)
 
 
-@app.command("eval")
+@app.command("eval", epilog="Example: th1nker eval recipes/multistep.yaml --checkpoint runs/ms --steps 5,10,20,40,80")
 @user_errors
 def eval_(recipe: Path, checkpoint: Path = typer.Option(..., help="a run directory or checkpoint directory"),
           steps: Optional[str] = typer.Option(None, help="comma-separated step counts, e.g. 5,10,20,40,80"),
@@ -112,7 +113,8 @@ def eval_(recipe: Path, checkpoint: Path = typer.Option(..., help="a run directo
         print_accuracy(result, console)
 
 
-@app.command()
+@app.command(epilog="Example: th1nker think recipes/multistep.yaml --checkpoint runs/ms --input 0110100111 "
+             "--steps 40 --trace")
 @user_errors
 def think(recipe: Path, checkpoint: Optional[Path] = typer.Option(None, help="run or checkpoint directory"),
           input_: str = typer.Option(..., "--input", help="the example, as the task writes it (e.g. 0110)"),
@@ -151,7 +153,7 @@ def _parse_steps(text: str | None) -> list[int] | None:
 # Commands that live beside their feature: a module with `register(app)` adds commands, a module with
 # a typer `app` becomes a command group named after the second field.
 EXTENSIONS = (("th1nker.cli_tokenizer", "tokenizer"), ("th1nker.cli_memory", "memory"), ("th1nker.rl.cli", None),
-              ("th1nker.cli_data", None), ("th1nker.cli_speech", None))
+              ("th1nker.cli_data", None), ("th1nker.cli_speech", None), ("th1nker.cli_runs", None))
 
 
 def _mount_optional_apps() -> None:
@@ -170,7 +172,17 @@ def _mount_optional_apps() -> None:
             app.add_typer(module.app, name=group)
 
 
+# Examples for the commands whose modules live outside th1nker/ (every --help ends with one)
+EPILOGS = {"rl": "Example: th1nker rl recipes/rl.yaml --checkpoint runs/rl/sup"}
+
+
+def _add_epilogs() -> None:
+    for info in app.registered_commands:
+        info.epilog = info.epilog or EPILOGS.get(info.name or info.callback.__name__)
+
+
 _mount_optional_apps()
+_add_epilogs()
 
 
 def main():

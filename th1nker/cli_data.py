@@ -11,13 +11,15 @@ import typer
 
 from th1nker.errors import DataError
 
+PREPARE = "Example: th1nker data prepare recipes/pipeline.yaml --out data/pipeline --corpus data/corpus.txt"
+
 
 def register(app: typer.Typer, user_errors) -> None:
     """Add the `data` command group to the th1nker app."""
     data = typer.Typer(help="Export task data and evaluation plot tables (the DVC pipeline's stages).",
-                       no_args_is_help=True)
+                       no_args_is_help=True, epilog=PREPARE)
 
-    @data.command("prepare")
+    @data.command("prepare", epilog=PREPARE)
     @user_errors
     def prepare(recipe: Path,
                 out: Path = typer.Option(..., help="data folder to (re)write, e.g. data/pipeline"),
@@ -31,7 +33,8 @@ def register(app: typer.Typer, user_errors) -> None:
         from th1nker.tasks.export import export_task
 
         r = load_recipe(recipe, set_)
-        manifest = export_task(make_task(r.task, r.seed), out, train_examples)
+        generated = r.task.model_copy(update={"data": None})  # the files task.data names are what this writes
+        manifest = export_task(make_task(generated, r.seed), out, train_examples)
         typer.echo(f"wrote {out}: " + ", ".join(f"{name} ({n})" for name, n in manifest["examples"].items()))
         if corpus is not None:
             from th1nker.omni.corpus import CORPUS_PATH
@@ -39,7 +42,7 @@ def register(app: typer.Typer, user_errors) -> None:
             atomic_write(corpus, lambda tmp: shutil.copyfile(CORPUS_PATH, tmp))
             typer.echo(f"wrote {corpus} (copy of {CORPUS_PATH.name})")
 
-    @data.command("plot-accuracy")
+    @data.command("plot-accuracy", epilog="Example: th1nker data plot-accuracy metrics.json --out plots/accuracy")
     @user_errors
     def plot_accuracy(metrics: Path = typer.Argument(..., help="output of `th1nker eval --json`"),
                       out: Path = typer.Option(..., help="folder for difficulty_<d>.csv, e.g. plots/accuracy")):

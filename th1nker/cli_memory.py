@@ -15,15 +15,16 @@ from rich.table import Table
 from th1nker.cli_errors import err_console, user_errors
 from th1nker.errors import DataError
 
+BUILD = "Example: th1nker memory build recipes/longterm.yaml --checkpoint runs/lt --corpus facts.txt --out mem"
 app = typer.Typer(help="Long-term memory: build one from a corpus, query it, show its stats.", no_args_is_help=True,
-                  pretty_exceptions_enable=False)
+                  pretty_exceptions_enable=False, epilog=BUILD)
 console = Console()
 SetOpt = typer.Option(None, "--set", help="override a recipe field: --set model.dim=32 (repeatable)")
 
 
 
 
-@app.command()
+@app.command(epilog=BUILD)
 @user_errors
 def build(recipe: Path, corpus: Path = typer.Option(..., help="the corpus file, in the task's corpus format"),
           out: Path = typer.Option(..., help="the memory folder (created; an existing one is continued)"),
@@ -41,7 +42,7 @@ def build(recipe: Path, corpus: Path = typer.Option(..., help="the corpus file, 
     console.print(f"{out}: {len(store)} blocks in {len(store.shards)} shards")
 
 
-@app.command()
+@app.command(epilog="Example: th1nker memory query mem --text abcd")
 @user_errors
 def query(store_dir: Path = typer.Argument(..., metavar="DIR"),
           text: Optional[str] = typer.Option(None, help="a question, as the task writes it; the model reads the memory"),
@@ -73,7 +74,7 @@ def query(store_dir: Path = typer.Argument(..., metavar="DIR"),
     console.print(f"answer: [bold]{answer}[/bold]   (cache: {store.cache.stats()})")
 
 
-@app.command()
+@app.command(epilog="Example: th1nker memory stats mem")
 @user_errors
 def stats(store_dir: Path = typer.Argument(..., metavar="DIR"),
           as_json: bool = typer.Option(False, "--json", help="print one JSON object on stdout")):

@@ -6,12 +6,14 @@ from pathlib import Path
 
 import typer
 
+PREPARE = "Example: th1nker speech prepare --out data/speech --count 40"
+
 
 def register(app: typer.Typer, user_errors) -> None:
     """Add the `speech` command group to the th1nker app."""
-    speech = typer.Typer(help="Speech data for the Talker and its RVQ codec.", no_args_is_help=True)
+    speech = typer.Typer(help="Speech data for the Talker and its RVQ codec.", no_args_is_help=True, epilog=PREPARE)
 
-    @speech.command("prepare")
+    @speech.command("prepare", epilog=PREPARE)
     @user_errors
     def prepare(out: Path = typer.Option(..., help="folder to (re)write, e.g. data/speech"),
                 count: int = typer.Option(400, min=20, help="utterances (short phrases from the bundled corpus)"),

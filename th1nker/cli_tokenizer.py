@@ -12,10 +12,11 @@ from th1nker.errors import Th1nkerError
 if TYPE_CHECKING:
     from th1nker.omni.tokenizer import Tokenizer
 
-app = typer.Typer(help="Train and inspect sentencepiece BPE tokenizers.", no_args_is_help=True)
+TRAIN = "Example: th1nker tokenizer train th1nker/omni/data/corpus.txt --vocab 1000 --out tok.model"
+app = typer.Typer(help="Train and inspect sentencepiece BPE tokenizers.", no_args_is_help=True, epilog=TRAIN)
 
 
-@app.command()
+@app.command(epilog=TRAIN)
 def train(corpus: Path = typer.Argument(..., help="Text file, one sentence a line."),
           vocab: int = typer.Option(5000, "--vocab", help="Largest vocabulary size."),
           out: Path = typer.Option(Path("tok.model"), "--out", help="Where to write the .model.")):
@@ -29,7 +30,7 @@ def train(corpus: Path = typer.Argument(..., help="Text file, one sentence a lin
     typer.echo(f"first line: {len(sample)} chars -> {len(tokenizer.encode(sample))} tokens")
 
 
-@app.command()
+@app.command(epilog='Example: th1nker tokenizer encode "the cat sat on the mat" --model tok.model')
 def encode(text: str = typer.Argument(..., help="Text to encode."),
            model: Path = typer.Option(Path("tok.model"), "--model", help="A trained .model.")):
     """Print the ids and pieces of TEXT."""

@@ -24,6 +24,23 @@ MAX_STEPS = 100_000  # thinking steps, per run: more is a typo, not a plan
 MAX_DIM = 65_536     # widths and slot counts: beyond this, memory runs out long before training starts
 
 
+class DataConfig(Strict):
+    """Examples read from JSON-lines files, one example a line, as `th1nker data prepare` writes them."""
+
+    train: str | None = Field(None, description="training examples (.jsonl), drawn in place of generated ones; null = "
+                              "generate them. A relative path resolves against the recipe file's folder")
+    eval: dict[int, str] = Field({}, description="difficulty -> its evaluation set (.jsonl); a difficulty not named "
+                                 "here is generated. Relative paths resolve against the recipe file's folder")
+
+    def resolved(self, folder: Path) -> "DataConfig":
+        """The same files with relative paths made absolute against `folder`."""
+        def absolute(path: str) -> str:
+            return str((folder / Path(path).expanduser()).resolve())
+
+        return DataConfig(train=absolute(self.train) if self.train else None,
+                          eval={d: absolute(p) for d, p in self.eval.items()})
+
+
 class TaskConfig(Strict):
     kind: str = Field(description="task name, see th1nker.tasks")
     train: tuple[int, int] = Field((8, 24), description="inclusive difficulty range sampled in training")
@@ -34,6 +51,8 @@ class TaskConfig(Strict):
                                   "default (characters; text_lm: a BPE tokenizer trained on its corpus)")
     image_size: int = Field(32, gt=0, description="image tasks: images are drawn at / resized to this square size "
                             "(= model.encoders.image.image_size)")
+    data: DataConfig | None = Field(None, description="read examples from JSON-lines files instead of generating "
+                                    "them (paths relative to the recipe file's folder); null = generate")
 
     @field_validator("kind")
     @classmethod
@@ -518,7 +537,10 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     """Read, resolve and validate a recipe file."""
     path = Path(path)
     data = apply_overrides(resolve_bases(path), overrides or [])
-    return validate_recipe(data, str(path))
+    recipe = validate_recipe(data, str(path))
+    if recipe.task.data is not None:  # data files are named relative to the recipe's folder
+        recipe.task.data = recipe.task.data.resolved(path.parent)
+    return recipe
 
 
 def dump_recipe(recipe: Recipe, path: Path) -> None:

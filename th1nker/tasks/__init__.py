@@ -40,8 +40,13 @@ def task_class(name: str) -> type:
 
 
 def make_task(config, seed: int = 0):
-    """The task a recipe's `task` section describes."""
-    return task_class(config.kind)(config, seed)
+    """The task a recipe's `task` section describes; with `task.data`, examples come from those files."""
+    task = task_class(config.kind)(config, seed)
+    if getattr(config, "data", None) is None:
+        return task
+    from th1nker.tasks.files import FileTask
+
+    return FileTask(task, config.data)
 
 
 def __getattr__(name: str):  # Batch, Task, TaskSpec, IGNORE live in th1nker.tasks.base (torch)

@@ -21,7 +21,7 @@ from th1nker.train import distributed
 from th1nker.train.checkpoint import has_checkpoint, latest_checkpoint, resume_point
 from th1nker.train.evaluate import accuracy_by_steps, plot_accuracy, print_accuracy
 from th1nker.train.loop import Trainer
-from th1nker.train.tracking import Tracker, git_commit
+from th1nker.train.tracking import Tracker, accuracy_metrics, accuracy_table, git_tags
 
 
 def run_folder(name: str, out: Path | None, resume: bool) -> Path:
@@ -61,6 +61,15 @@ def save_tokenizer(task, run_dir: Path) -> dict:
     return {"tokenizer": "tokenizer.model"}
 
 
+def data_files(recipe) -> list[tuple[str, str]]:
+    """The files the task reads its examples from, each with its MLflow context (training or evaluation)."""
+    data = recipe.task.data
+    if data is None:
+        return []
+    files = [(data.train, "training")] if data.train else []
+    return files + [(path, "evaluation") for path in data.eval.values()]
+
+
 def train_recipe(recipe_path: Path, overrides: list[str], out: Path | None, resume: bool,
                  console: Console | None = None) -> dict:
     """Train, evaluate and record a recipe: in this process, or as one rank of a torchrun job."""
@@ -94,9 +103,13 @@ def _train(recipe_path: Path, overrides: list[str], out: Path | None, resume: bo
         graph.draw(run_dir / "graph.png")
 
     tracker = Tracker(recipe.tracking.enabled and main, recipe.tracking.uri, recipe.tracking.experiment)
-    tags = {"git_commit": git_commit(), "recipe": str(recipe_path), "run_dir": str(run_dir),
+    recipe_file = Path(recipe_path).resolve()
+    tags = {**git_tags(recipe_file.parent), "recipe": str(recipe_file), "run_dir": str(run_dir.resolve()),
             "dvc_exp": os.environ.get("DVC_EXP_NAME")}
     tracker.start(f"{recipe.name}-{run_dir.name}", recipe.model_dump(mode="json"), tags, state.get("mlflow_run_id"))
+    if state.get("mlflow_run_id") is None:  # a new MLflow run: link it to the data files it reads
+        for path, context in data_files(recipe):
+            tracker.dataset(path, context)
     n_params = sum(p.numel() for p in trainer.model.parameters())
     console.print(f"[bold]{recipe.name}[/bold]: {n_params:,} parameters on {trainer.device}, "
                   f"{recipe.schedule.steps} steps of {recipe.schedule.describe()}, tbptt {recipe.train.tbptt.mode}; "
@@ -124,12 +137,14 @@ def _train(recipe_path: Path, overrides: list[str], out: Path | None, resume: bo
     atomic_write_json(run_dir / "metrics.json", result)
     plot_accuracy(result, run_dir / "eval.png", recipe.schedule.steps)
     print_accuracy(result, console)
-    for d, row in result["accuracy"].items():
-        for s, acc in row.items():
-            tracker.metrics({f"eval_accuracy_d{d}": acc}, step=int(s))
+    final = {"updates": summary["updates"], "final_loss": summary["final_loss"], **accuracy_metrics(result["accuracy"])}
+    tracker.metrics({k: v for k, v in final.items() if v is not None}, step=summary["updates"])  # step = update
+    tracker.table(accuracy_table(result["accuracy"]), "eval_accuracy.json")
     for path in ("recipe.yaml", "metrics.json", "eval.png", "graph.png", "graph.mmd", *kept.values()):
         tracker.artifact(run_dir / path)
     tracker.artifact(latest_checkpoint(run_dir), "checkpoint")
     tracker.end()
     console.print(f"run folder: {run_dir}" + (f"; MLflow run {tracker.run_id} at {tracker.uri}" if tracker.run_id else ""))
+    if tracker.run_id:
+        console.print(f"see it: {tracker.ui_link()}", soft_wrap=True)
     return result

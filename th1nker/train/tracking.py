@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import warnings
 from pathlib import Path
+
+from th1nker.io import file_digest
 
 DEFAULT_URI = "sqlite:///mlflow.db"
 
@@ -15,12 +18,56 @@ def tracking_uri(configured: str | None) -> str:
     return configured or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
 
 
-def git_commit() -> str | None:
+# variables that would point git at another repository than the folder it is asked about
+GIT_REPO_VARS = ("GIT_DIR", "GIT_WORK_TREE", "GIT_COMMON_DIR", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY",
+                 "GIT_NAMESPACE")
+
+
+def git_tags(folder: Path) -> dict[str, str]:
+    """`git_commit` and `git_dirty` of the git repository that holds `folder`, or `git_commit_missing_reason`."""
+    env = {k: v for k, v in os.environ.items() if k not in GIT_REPO_VARS}
+
+    def git(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["git", "-C", str(folder), *args], capture_output=True, text=True, timeout=10, env=env)
+
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
+        head = git("rev-parse", "--verify", "--quiet", "HEAD")
+        if head.returncode != 0:
+            top = git("rev-parse", "--show-toplevel")
+            reason = (f"the git repository {top.stdout.strip()} has no commit yet" if top.returncode == 0 else
+                      f"no git repository holds {folder} ({top.stderr.strip() or 'git failed'})")
+            return {"git_commit_missing_reason": reason}
+        status = git("status", "--porcelain")
+    except FileNotFoundError:
+        return {"git_commit_missing_reason": "git is not installed"}
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return {"git_commit_missing_reason": f"git failed in {folder}: {e}"}
+    dirty = status.returncode != 0 or bool(status.stdout.strip())
+    return {"git_commit": head.stdout.strip(), "git_dirty": str(dirty).lower()}
+
+
+def git_commit(folder: Path | str = ".") -> str | None:
+    """The HEAD commit of the repository that holds `folder`, or None."""
+    return git_tags(Path(folder)).get("git_commit")
+
+
+ACCURACY_METRIC = re.compile(r"eval_acc_d(\d+)_s(\d+)")
+
+
+def accuracy_metric(difficulty, steps) -> str:
+    """The metric name of the accuracy at one difficulty after a number of thinking steps: eval_acc_d24_s20."""
+    return f"eval_acc_d{difficulty}_s{steps}"
+
+
+def accuracy_metrics(accuracy: dict) -> dict[str, float]:
+    """{difficulty: {steps: acc}} as metrics, logged at the final update (MLflow's step is always the update)."""
+    return {accuracy_metric(d, s): acc for d, row in accuracy.items() for s, acc in row.items()}
+
+
+def accuracy_table(accuracy: dict) -> dict[str, list]:
+    """{difficulty: {steps: acc}} as the columns of a table: one row per difficulty and number of steps."""
+    rows = [(int(d), int(s), acc) for d, row in accuracy.items() for s, acc in row.items()]
+    return {name: [r[i] for r in rows] for i, name in enumerate(("difficulty", "thinking_steps", "accuracy"))}
 
 
 def flatten(d: dict, prefix: str = "") -> dict[str, str]:
@@ -42,6 +89,7 @@ class Tracker:
         self.uri = tracking_uri(uri)
         self.experiment = experiment
         self.run_id: str | None = None
+        self.experiment_id: str | None = None
         self._warned = False
 
     def _call(self, fn, *args, **kwargs):
@@ -72,14 +120,45 @@ class Tracker:
             if run_id is None:
                 mlflow.log_params(flatten(params))
                 mlflow.set_tags({k: v for k, v in tags.items() if v is not None})
+            self.experiment_id = run.info.experiment_id
             return run.info.run_id
 
         self.run_id = self._call(begin)
+
+    def ui_link(self) -> str | None:
+        """How to open this run in the MLflow UI's training view (MLflow 3 otherwise opens a GenAI view)."""
+        if self.run_id is None:
+            return None
+        page = f"#/experiments/{self.experiment_id}/runs/{self.run_id}?workflowType=machine_learning"
+        if self.uri.startswith("http"):
+            return f"{self.uri.rstrip('/')}/{page}"
+        return f"mlflow ui --backend-store-uri {self.uri}, then open http://127.0.0.1:5000/{page}"
 
     def metrics(self, values: dict[str, float], step: int) -> None:
         import mlflow
 
         self._call(mlflow.log_metrics, values, step=step)
+
+    def table(self, columns: dict[str, list], artifact_file: str) -> None:
+        """A table artifact (column -> values), stored as mlflow.log_table stores it (JSON)."""
+        import mlflow
+
+        self._call(mlflow.log_table, columns, artifact_file)
+
+    def dataset(self, path: Path, context: str) -> None:
+        """Link the run to a data file: its name, absolute path and md5 (the version DVC tracks)."""
+        import mlflow
+        from mlflow.data.meta_dataset import MetaDataset
+        from mlflow.data.sources import LocalArtifactDatasetSource
+
+        path = Path(path).resolve()
+
+        def log():
+            source = LocalArtifactDatasetSource(str(path))
+            md5 = file_digest(path, "md5")  # the hash DVC 3 records for the file in dvc.lock and .dvc files
+            mlflow.log_input(MetaDataset(source, name=path.name, digest=md5), context=context)
+
+        self._call(log)
 
     def artifact(self, path: Path, folder: str | None = None) -> None:
         import mlflow
