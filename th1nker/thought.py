@@ -30,6 +30,11 @@ class Output:
     block: str
     logits: Tensor
     rows: Tensor | None = None  # (B,) bool: the examples that ran the block (None = all)
+    halt: Tensor | None = None  # (B,) halting logits, when the block has a halting head
+
+    def detached(self) -> "Output":
+        return Output(self.step, self.block, self.logits.detach(), self.rows,
+                      None if self.halt is None else self.halt.detach())
 
 
 @dataclass
@@ -124,7 +129,7 @@ class Thought:
         old = self.latest.get(out.block)
         if out.rows is not None and old is not None:
             rows = out.rows.view(-1, *([1] * (out.logits.dim() - 1)))
-            out = Output(out.step, out.block, torch.where(rows, out.logits, old.logits), None)
+            out = Output(out.step, out.block, torch.where(rows, out.logits, old.logits), None, out.halt)
         self.latest[out.block] = out
         self.last_block = out.block
 
@@ -134,7 +139,7 @@ class Thought:
         self.states = {k: v.detach() for k, v in self.states.items()}
         if hasattr(self.store, "detach"):
             self.store.detach()
-        self.outputs = [Output(o.step, o.block, o.logits.detach(), o.rows) for o in self.outputs]
-        self.latest = {k: Output(o.step, o.block, o.logits.detach(), o.rows) for k, o in self.latest.items()}
+        self.outputs = [o.detached() for o in self.outputs]
+        self.latest = {k: o.detached() for k, o in self.latest.items()}
         self.window = WindowState()
         return self
