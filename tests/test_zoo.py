@@ -141,3 +141,15 @@ def test_hrm_has_two_modules_and_the_one_step_gradient():
     assert set(model.blocks) == {"fL", "fH", "head"} and set(recipe.model.states) == {"zL", "zH"}
     graded = [c.block for c in model.calls if c.grad and c.block != "head"]
     assert graded == ["fL", "fH"]
+
+
+def test_the_gpu_command_in_the_trm_recipe_comment_validates():
+    import re
+
+    text = (ZOO / "trm_sudoku.yaml").read_text()
+    command = " ".join(line.lstrip("# ").rstrip("\\ ") for line in text.splitlines()
+                       if line.startswith("#") and ("th1nker train" in line or line.lstrip("# ").startswith("--set")))
+    overrides = re.findall(r"--set (\S+)", command)
+    recipe = load_recipe(ZOO / "trm_sudoku.yaml", overrides)
+    assert (recipe.model.dim, recipe.schedule.steps, recipe.train.batch_size, recipe.task.size) == (512, 16, 768, 9)
+    assert [c["repeat"] for c in map(dict, recipe.schedule.step) if c.get("write") == "z"] == [6, 6, 6]
