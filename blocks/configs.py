@@ -150,6 +150,13 @@ class OutputConfig(BlockConfig):
     cost: float = Field(0.25, ge=0, allow_inf_nan=False, description="compute cost of one call, used by RL rewards")
 
 
+class LabelOutputConfig(OutputConfig):
+    halt: bool = Field(False, description="also a halting head: one logit per example trained with BCE on "
+                       "'the answer is exactly right' (TRM's Q-halt head)")
+    halt_bias: float = Field(-5.0, description="initial bias of the halting logit (negative = not yet right)")
+    halt_weight: float = Field(0.5, ge=0, description="weight of the halting BCE in the step's loss")
+
+
 class SpeechOutputConfig(OutputConfig):
     dim: int | None = Field(None, gt=0, description="Talker width (default: the model's)")
     layers: int = Field(2, gt=0, le=1024, description="Talker decoder layers")
@@ -179,8 +186,8 @@ BUILTIN: dict[str, tuple[type[BlockConfig], str]] = {
     "read_longterm": (ReadLongTermConfig, "th1nker.blocks.longterm:ReadLongTermLayer"),
     "process": (ProcessConfig, "th1nker.blocks.process:ProcessLayer"),
     "thinker": (ThinkerBlockConfig, "th1nker.blocks.thinker:ThinkerBlock"),
-    "output_tokens": (OutputConfig, "th1nker.blocks.output:TokenOutput"),
-    "output_class": (OutputConfig, "th1nker.blocks.output:ClassOutput"),
+    "output_tokens": (LabelOutputConfig, "th1nker.blocks.output:TokenOutput"),
+    "output_class": (LabelOutputConfig, "th1nker.blocks.output:ClassOutput"),
     "output_speech": (SpeechOutputConfig, "th1nker.blocks.speech:SpeechOutput"),
     "probe": (ProbeConfig, "th1nker.blocks.probe:Probe"),
 }

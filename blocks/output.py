@@ -19,6 +19,9 @@ class OutputLayer(Block):
         super().__init__(config, ctx)
         self.norm = RMSNorm(ctx.dim)
         self.head = nn.Linear(ctx.dim, ctx.spec.classes)
+        self.halt = nn.Linear(ctx.dim, 1) if getattr(config, "halt", False) else None
+        if self.halt is not None:
+            nn.init.constant_(self.halt.bias, config.halt_bias)
 
     def logits(self, latent: Tensor) -> Tensor:
         raise NotImplementedError
@@ -29,8 +32,23 @@ class OutputLayer(Block):
     def predict(self, logits: Tensor) -> Tensor:
         return logits.argmax(-1)
 
+    def output_loss(self, out: Output, target: Tensor) -> Tensor:
+        """The loss of one recorded output; with a halting head, plus its BCE on 'exactly right'."""
+        loss = self.loss(out.logits, target)
+        if out.halt is None:
+            return loss
+        pred = self.predict(out.logits.detach())
+        if target.dim() == 1:
+            right = pred == target
+        else:
+            right = ((pred[:, : target.shape[1]] == target) | (target == IGNORE)).all(1)
+        bce = F.binary_cross_entropy_with_logits(out.halt.float(), right.float())
+        return loss + self.config.halt_weight * bce
+
     def forward(self, thought: Thought) -> Thought:
-        thought.record(Output(thought.step, self.name, self.logits(thought.latent)))
+        latent = thought.latent
+        halt = self.halt(self.norm(latent).mean(dim=1)).squeeze(-1) if self.halt is not None else None
+        thought.record(Output(thought.step, self.name, self.logits(latent), halt=halt))
         return thought
 
 

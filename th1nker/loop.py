@@ -15,7 +15,7 @@ from torch import Tensor
 
 from th1nker.events import Decide, Event, StepEnd, WindowEnd
 from th1nker.halting import HaltRule
-from th1nker.plans import Window, graded_steps, step_weights
+from th1nker.plans import Window, plan_weights
 from th1nker.schedule import Schedule, make_schedule
 from th1nker.tasks.base import Batch
 from th1nker.thought import Thought
@@ -36,12 +36,12 @@ def think(model, batch: Batch, schedule: Schedule | None = None, steps: int | No
     """
     schedule = schedule or make_schedule(model.recipe.schedule, model, generator)
     plan = plan or [Window(steps or model.recipe.schedule.steps, torch.is_grad_enabled())]
-    weights = step_weights(loss_weights, graded_steps(plan))
+    weights = plan_weights(loss_weights, plan)
     thought = thought or model.start(batch, generator)
     halts = schedule.halts or halt is not None
     backpropagated, t, previous = False, 0, None  # t: steps taken in this unroll
     for window in plan:
-        thought.end_window()
+        thought = model.start(batch, generator) if window.fresh else thought.end_window()
         if window.grad and backpropagated:  # the last backward freed the encoders' graph: build a fresh one
             thought.inputs = model.encode(batch)
         losses: dict[int, Tensor] = {}

@@ -151,8 +151,8 @@ class Th1nker(nn.Module):
     # -- losses and answers -------------------------------------------------------------------
     def step_loss(self, thought: Thought, batch: Batch) -> Tensor:
         """Sum of the losses of the outputs produced at the step that just ended (on the rows that ran)."""
-        losses = [self.blocks[o.block].loss(o.logits, batch.target) if o.rows is None
-                  else self.blocks[o.block].loss(o.logits[o.rows], batch.target[o.rows]) for o in thought.outputs]
+        losses = [self.blocks[o.block].output_loss(o, batch.target) if o.rows is None
+                  else self.blocks[o.block].output_loss(o.only(o.rows), batch.target[o.rows]) for o in thought.outputs]
         return torch.stack(losses).sum() if losses else thought.latent.new_zeros(())
 
     def prediction(self, thought: Thought) -> Tensor | None:

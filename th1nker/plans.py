@@ -8,7 +8,7 @@ Plans are plain Python (no torch): `rng` is anything with `integer(lo, hi)` (inc
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Protocol
 
 
@@ -19,10 +19,13 @@ class Rng(Protocol):
 
 @dataclass(frozen=True)
 class Window:
-    """`steps` consecutive thinking steps, run with gradients or without."""
+    """`steps` consecutive thinking steps, run with gradients or without. `fresh`: start the states anew
+    before it (a second unroll of the same batch); `weight` scales its steps' losses."""
 
     steps: int
     grad: bool
+    fresh: bool = False
+    weight: float = 1.0
 
 
 PlanFn = Callable[..., list[Window]]
@@ -68,6 +71,20 @@ def last_k(cfg, steps: int, rng: Rng) -> list[Window]:
     return [Window(r - k, False), Window(k, True)] if r > k else [Window(k, True)]
 
 
+@register_plan("dtnet")
+def dtnet(cfg, steps: int, rng: Rng) -> list[Window]:
+    """DT-net's progressive loss: (1 - alpha) x the full unroll of `steps`, plus alpha x a fresh unroll of
+    n ~ U[0, steps - 1] no-grad steps then k ~ U[1, steps - n] steps with gradients (both in one update)."""
+    n = rng.integer(0, steps - 1)
+    k = rng.integer(1, steps - n)
+    second = [Window(n, False, fresh=True), Window(k, True, weight=cfg.alpha)] if n else \
+        [Window(k, True, fresh=True, weight=cfg.alpha)]
+    if cfg.alpha == 1:
+        return [replace(second[0], fresh=False)] + second[1:]
+    first = [Window(steps, True, weight=1 - cfg.alpha)]
+    return first if cfg.alpha == 0 else first + second
+
+
 def poisson_lognormal(mean: float, rng: Rng, sigma: float = 0.5) -> int:
     """r ~ Poisson(exp(tau)), tau ~ Normal(log(mean) - sigma^2 / 2, sigma): heavy-tailed, mean `mean`."""
     u1, u2 = max(rng.uniform(), 1e-12), rng.uniform()
@@ -91,6 +108,22 @@ def step_weights(kind: str, graded: list[int]) -> dict[int, float]:
            "increasing": [float(s + 1) for s in graded]}[kind]
     total = sum(raw)
     return {s: w / total for s, w in zip(graded, raw)}
+
+
+def plan_weights(kind: str, plan: list[Window]) -> dict[int, float]:
+    """Loss weight of each graded step of a plan: `step_weights` within each unroll (a `fresh` window
+    starts a new one), times its window's `weight`."""
+    out, start, unroll = {}, 0, []
+    for w in plan + [Window(0, False, fresh=True)]:
+        if w.fresh and unroll:
+            steps = graded_steps(unroll)
+            scale = [u.weight for u in unroll for _ in range(u.steps) if u.grad]
+            base = sum(u.steps for u in unroll)
+            weights = step_weights(kind, steps)
+            out.update({start + s: weights[s] * f for s, f in zip(steps, scale)})
+            start, unroll = start + base, []
+        unroll.append(w)
+    return out
 
 
 def graded_steps(windows: list[Window]) -> list[int]:

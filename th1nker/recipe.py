@@ -53,6 +53,9 @@ class TaskConfig(Strict):
                             "(= model.encoders.image.image_size)")
     data: DataConfig | None = Field(None, description="read examples from JSON-lines files instead of generating "
                                     "them (paths relative to the recipe file's folder); null = generate")
+    size: int | None = Field(None, gt=0, description="sudoku: the grid side (4, 6 or 9); difficulty = clues given")
+    train_set: int | None = Field(None, gt=0, description="a fixed training set of this many instances per difficulty "
+                                  "(augmented on the fly where the task can); null = a fresh instance every time")
 
     @field_validator("kind")
     @classmethod
@@ -237,12 +240,14 @@ class ScheduleConfig(Strict):
 
 
 class TBPTTConfig(Strict):
-    mode: str = Field("progressive", description="the truncated-backprop plan: full, window, progressive, last_k "
+    mode: str = Field("progressive", description="the truncated-backprop plan: full, window, progressive, last_k, dtnet "
                       "(see th1nker.train.plans)")
     window: int = Field(8, gt=0, le=MAX_STEPS, description="steps with gradients (window size / max window / k)")
     update_per_window: bool = Field(False, description="one optimiser update per gradient window; with accumulate N, "
                                     "update k averages window k of N micro-batches")
     mean_depth: float | None = Field(None, gt=0, description="last_k: mean of the random total depth (default schedule.steps)")
+    alpha: float = Field(0.5, ge=0, le=1, description="dtnet: weight of the progressive (no-grad prefix + grad suffix) "
+                         "unroll; 1 - alpha weighs the full unroll")
 
     @field_validator("mode")
     @classmethod

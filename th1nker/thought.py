@@ -30,6 +30,15 @@ class Output:
     block: str
     logits: Tensor
     rows: Tensor | None = None  # (B,) bool: the examples that ran the block (None = all)
+    halt: Tensor | None = None  # (B,) halting logits, when the block has a halting head
+
+    def detached(self) -> "Output":
+        return Output(self.step, self.block, self.logits.detach(), self.rows,
+                      None if self.halt is None else self.halt.detach())
+
+    def only(self, index: Tensor) -> "Output":
+        """The examples `index` (a bool mask or indices) of this output."""
+        return Output(self.step, self.block, self.logits[index], None, None if self.halt is None else self.halt[index])
 
 
 @dataclass
@@ -130,7 +139,8 @@ class Thought:
         old = self.latest.get(out.block)
         if out.rows is not None and old is not None:
             rows = out.rows.view(-1, *([1] * (out.logits.dim() - 1)))
-            out = Output(out.step, out.block, torch.where(rows, out.logits, old.logits), None)
+            halt = out.halt if out.halt is None or old.halt is None else torch.where(out.rows, out.halt, old.halt)
+            out = Output(out.step, out.block, torch.where(rows, out.logits, old.logits), None, halt)
         self.latest[out.block] = out
         self.last_block = out.block
 
@@ -157,8 +167,8 @@ class Thought:
         ran = torch.zeros(b, dtype=torch.bool, device=index.device).index_fill(0, index, True)
         for out in part.outputs:
             old = self.latest.get(out.block)
-            base = old.logits if old is not None else out.logits.new_zeros((b, *out.logits.shape[1:]))
-            self.record(Output(out.step, out.block, base.index_copy(0, index, out.logits), ran))
+            self.record(Output(out.step, out.block, _scatter(old and old.logits, out.logits, index, b), ran,
+                               None if out.halt is None else _scatter(old and old.halt, out.halt, index, b)))
         for name, read in part.reads.items():
             self.reads[name] = read.new_full((b, *read.shape[1:]), -1).index_copy(0, index, read)
 
@@ -168,7 +178,13 @@ class Thought:
         self.states = {k: v.detach() for k, v in self.states.items()}
         if hasattr(self.store, "detach"):
             self.store.detach()
-        self.outputs = [Output(o.step, o.block, o.logits.detach(), o.rows) for o in self.outputs]
-        self.latest = {k: Output(o.step, o.block, o.logits.detach(), o.rows) for k, o in self.latest.items()}
+        self.outputs = [o.detached() for o in self.outputs]
+        self.latest = {k: o.detached() for k, o in self.latest.items()}
         self.window = WindowState()
         return self
+
+
+def _scatter(base: Tensor | None, part: Tensor, index: Tensor, b: int) -> Tensor:
+    """`part` (one row per index) written into `base` (B rows; zeros where there is none yet)."""
+    base = base if base is not None else part.new_zeros((b, *part.shape[1:]))
+    return base.index_copy(0, index, part)

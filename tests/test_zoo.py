@@ -1,0 +1,155 @@
+"""The anchor zoo's pieces: Sudoku with unique solutions and TRM's augmentations, DT-net's progressive-loss
+plan, fresh unrolls in the loop, the halting head, and the TRM / HRM recipes' call structure."""
+
+import random
+import zlib
+
+import pytest
+import torch
+
+from conftest import RECIPES
+from th1nker.loop import WindowEnd, think
+from th1nker.model import Th1nker
+from th1nker.plans import PLANS, Window, plan_weights
+from th1nker.recipe import TaskConfig, TBPTTConfig, load_recipe
+from th1nker.tasks import make_task
+from th1nker.tasks.sudoku import Grid, augment
+from th1nker.train.loop import Trainer, TorchRng
+
+ZOO = RECIPES / "zoo"
+
+
+def valid_solution(cells: list[int], grid: Grid) -> bool:
+    groups = [[i for i in range(grid.n ** 2) if grid.unit[i][k] == g] for k in range(3) for g in range(grid.n)]
+    return all(sorted(cells[i] for i in group) == list(range(1, grid.n + 1)) for group in groups)
+
+
+@pytest.mark.parametrize("size, clues", [(4, 5), (6, 12), (9, 40)])
+def test_sudoku_puzzles_have_one_solution_and_the_asked_clues(size, clues):
+    task = make_task(TaskConfig(kind="sudoku", size=size, train=(clues, clues), eval=[clues]), 0)
+    batch = task.batch(6, clues, torch.Generator().manual_seed(0))
+    assert batch.inputs["text"].shape == (6, size * size) and batch.target.shape == (6, size * size)
+    for puzzle, target in zip(batch.inputs["text"].tolist(), batch.target.tolist()):
+        solution = [t + 1 for t in target]
+        assert sum(v > 0 for v in puzzle) == clues
+        assert task.grid.count(puzzle) == 1 and valid_solution(solution, task.grid)
+        assert all(p in (0, s) for p, s in zip(puzzle, solution))
+        assert zlib.crc32(bytes(puzzle)) % 2 == 0  # the held-out side
+
+
+def test_solver_counts_several_solutions_and_none():
+    grid = Grid(4)
+    assert grid.count([0] * 16, limit=5) == 5
+    assert grid.count([1, 1] + [0] * 14) == 0
+    solution = grid.random_solution(random.Random(0))
+    assert grid.count(solution) == 1 and valid_solution(solution, grid)
+
+
+def test_augmentations_keep_puzzles_valid_and_vary_them():
+    task = make_task(TaskConfig(kind="sudoku", size=9, train=(36, 36), eval=[36]), 0)
+    base = task.batch(1, 36, torch.Generator().manual_seed(1))
+    puzzles, solutions = base.inputs["text"].view(1, 9, 9).expand(64, -1, -1), (base.target + 1).view(1, 9, 9).expand(64, -1, -1)
+    p, s = augment(puzzles, solutions, 9, torch.Generator().manual_seed(2))
+    assert len({tuple(x) for x in p.flatten(1).tolist()}) > 60
+    for pz, sol in zip(p.flatten(1).tolist(), s.flatten(1).tolist()):
+        assert valid_solution(sol, task.grid) and task.grid.count(pz) == 1
+        assert all(a in (0, b) for a, b in zip(pz, sol))
+    # 6x6 boxes are 2x3: no transposition, still valid
+    task6 = make_task(TaskConfig(kind="sudoku", size=6, train=(14, 14), eval=[14]), 0)
+    b6 = task6.batch(4, 14, torch.Generator().manual_seed(3))
+    _, s6 = augment(b6.inputs["text"].view(4, 6, 6), (b6.target + 1).view(4, 6, 6), 6, torch.Generator())
+    assert all(valid_solution(x, task6.grid) for x in s6.flatten(1).tolist())
+
+
+def test_training_draws_from_a_fixed_train_set_on_the_other_side():
+    task = make_task(TaskConfig(kind="sudoku", size=4, train=(6, 8), eval=[6], train_set=20), 0)
+    g = torch.Generator().manual_seed(0)
+    batch = task.train_batch(16, g)
+    assert task._pool[0].shape == (20, 4, 4)
+    assert [sum(v > 0 for v in p) for p in task._pool[0].flatten(1).tolist()][:3] == [6, 7, 8]
+    assert all(zlib.crc32(bytes(p)) % 2 == 1 for p in task._pool[0].flatten(1).tolist())
+    assert ((batch.inputs["text"] == 0) | (batch.inputs["text"] == batch.target + 1)).all()
+
+
+def test_sudoku_encode_solves_the_input():
+    task = make_task(TaskConfig(kind="sudoku", size=4, train=(6, 6), eval=[6]), 0)
+    batch = task.encode("12../34../..../....")
+    assert task.decode(batch.target[0]).startswith("1234/3412")
+
+
+def test_dtnet_plan_mixes_a_full_and_a_progressive_unroll():
+    rng = TorchRng(torch.Generator().manual_seed(0))
+    for _ in range(30):
+        plan = PLANS["dtnet"](TBPTTConfig(mode="dtnet", alpha=0.25), 10, rng)
+        assert plan[0] == Window(10, True, weight=0.75) and plan[1].fresh
+        assert sum(w.steps for w in plan[1:]) <= 10 and plan[-1].grad and plan[-1].weight == 0.25
+        weights = plan_weights("last", plan)
+        assert weights[9] == 0.75 and weights[10 + sum(w.steps for w in plan[1:]) - 1] == 0.25
+        assert sum(weights.values()) == pytest.approx(1.0)
+    assert PLANS["dtnet"](TBPTTConfig(mode="dtnet", alpha=0.0), 10, rng) == [Window(10, True, weight=1.0)]
+    assert not PLANS["dtnet"](TBPTTConfig(mode="dtnet", alpha=1.0), 10, rng)[0].fresh
+    # plans without fresh windows weigh their steps as before
+    assert plan_weights("uniform", [Window(2, False), Window(2, True)]) == {2: 0.5, 3: 0.5}
+
+
+def test_a_fresh_window_restarts_the_states(tiny_recipe):
+    recipe = load_recipe(tiny_recipe)
+    task = make_task(recipe.task, 0)
+    model = Th1nker(recipe, task.spec)
+    batch = task.batch(4, 6, torch.Generator().manual_seed(0))
+    steps = []
+    for event in think(model, batch, plan=[Window(3, True), Window(2, True, fresh=True)],
+                       generator=torch.Generator().manual_seed(0)):
+        if isinstance(event, WindowEnd):
+            steps.append(event.thought.step)
+            event.loss.backward()
+    assert steps == [3, 2]  # the second unroll counts its steps from 0 again
+
+
+def test_halting_head_learns_from_bce_on_exactly_right(tiny_recipe):
+    recipe = load_recipe(tiny_recipe, ["model.blocks.answer.halt=true"])
+    task = make_task(recipe.task, 0)
+    model = Th1nker(recipe, task.spec)
+    head = model.blocks["answer"]
+    assert head.halt.bias.item() == -5.0
+    batch = task.batch(8, 6, torch.Generator().manual_seed(0))
+    thought = model.think(batch, steps=1, generator=torch.Generator().manual_seed(0))
+    out = thought.latest["answer"]
+    assert out.halt.shape == (8,)
+    loss = model.blocks["answer"].output_loss(out, batch.target)
+    assert loss > head.loss(out.logits, batch.target)  # the BCE is added
+    loss.backward()
+    assert head.halt.weight.grad.abs().sum() > 0
+
+
+def test_trm_runs_one_shared_net_at_every_site_with_a_one_recursion_gradient():
+    recipe = load_recipe(ZOO / "trm_sudoku.yaml", ["task.train_set=8", "task.train=[20,22]", "schedule.steps=2",
+                                                  "train.batch_size=4", "train.ema=null"])
+    trainer = Trainer(recipe, make_task(recipe.task, 0))
+    assert list(trainer.model.blocks) == ["net", "head"]
+    metrics = trainer.train_update()
+    assert trainer.update == 1 and list(metrics["per_step"]) == [0]  # one update per supervision step
+    assert list(trainer.train_update()["per_step"]) == [1] and trainer.update == 2
+    thought = trainer.model.think(trainer.task.train_batch(2, torch.Generator()), steps=1)
+    assert thought.trace == ["net"] * 21 + ["head"]  # T = 3 recursions of n = 6 z updates and one y update
+
+
+def test_hrm_has_two_modules_and_the_one_step_gradient():
+    recipe = load_recipe(ZOO / "hrm_sudoku.yaml", ["task.train_set=8", "task.train=[20,22]", "schedule.steps=1",
+                                                  "train.batch_size=4"])
+    model = Th1nker(recipe, make_task(recipe.task, 0).spec)
+    assert set(model.blocks) == {"fL", "fH", "head"} and set(recipe.model.states) == {"zL", "zH"}
+    graded = [c.block for c in model.calls if c.grad and c.block != "head"]
+    assert graded == ["fL", "fH"]
+
+
+def test_the_gpu_command_in_the_trm_recipe_comment_validates():
+    import re
+
+    text = (ZOO / "trm_sudoku.yaml").read_text()
+    command = " ".join(line.lstrip("# ").rstrip("\\ ") for line in text.splitlines()
+                       if line.startswith("#") and ("th1nker train" in line or line.lstrip("# ").startswith("--set")))
+    overrides = re.findall(r"--set (\S+)", command)
+    recipe = load_recipe(ZOO / "trm_sudoku.yaml", overrides)
+    assert (recipe.model.dim, recipe.schedule.steps, recipe.train.batch_size, recipe.task.size) == (512, 16, 768, 9)
+    assert [c["repeat"] for c in map(dict, recipe.schedule.step) if c.get("write") == "z"] == [6, 6, 6]
