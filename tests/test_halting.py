@@ -6,11 +6,13 @@ import torch
 from typer.testing import CliRunner
 
 from th1nker.cli import app
-from th1nker.halting import entropy, kl, make_halt, max_prob
+from th1nker.errors import DataError
+from th1nker.halting import entropy, head, kl, make_halt, max_prob
 from th1nker.loop import StepEnd, think
 from th1nker.model import Th1nker
 from th1nker.recipe import load_recipe
 from th1nker.tasks import make_task
+from th1nker.thought import Output
 from th1nker.train.evaluate import accuracy_by_steps
 
 runner = CliRunner()
@@ -53,23 +55,30 @@ def test_an_output_on_some_rows_keeps_the_others_answers(tiny_recipe):
     assert torch.equal(now[~rows], first[~rows]) and not torch.allclose(now[rows], first[rows])
 
 
-def test_the_rules_read_confidence_entropy_and_change():
+def out(logits, halt=None):
+    return Output(0, "answer", logits, halt=halt)
+
+
+def test_the_rules_read_confidence_entropy_change_and_a_halting_head():
     sure = torch.tensor([[[10.0, -10.0], [-10.0, 10.0]]])    # (B=1, L=2, C=2): both positions certain
     torn = torch.tensor([[[10.0, -10.0], [0.0, 0.0]]])       # one position at 50/50
     logits = torch.cat([sure, torn])
-    assert max_prob(0.99)(logits, None).tolist() == [True, False]
-    assert entropy(0.1)(logits, None).tolist() == [True, False]
-    assert kl(1e-3)(logits, None).tolist() == [False, False]  # nothing to compare with yet
-    assert kl(1e-3)(logits, logits.clone()).tolist() == [True, True]
-    assert kl(1e-3)(sure.expand(2, -1, -1), logits).tolist() == [True, False]
-    assert entropy(1.0)(torch.zeros(1, 4), None).tolist() == [False]  # a uniform class output: log 4 > 1 nats
+    assert max_prob(0.99)(out(logits), None).tolist() == [True, False]
+    assert entropy(0.1)(out(logits), None).tolist() == [True, False]
+    assert kl(1e-3)(out(logits), None).tolist() == [False, False]  # nothing to compare with yet
+    assert kl(1e-3)(out(logits), out(logits.clone())).tolist() == [True, True]
+    assert kl(1e-3)(out(sure.expand(2, -1, -1)), out(logits)).tolist() == [True, False]
+    assert entropy(1.0)(out(torch.zeros(1, 4)), None).tolist() == [False]  # a uniform class output: log 4 > 1 nats
+    assert head(0.5)(out(logits, halt=torch.tensor([3.0, -3.0])), None).tolist() == [True, False]
+    with pytest.raises(DataError, match="halt: true"):
+        head(0.5)(out(logits), None)
     assert make_halt("none", 0.5) is None
 
 
 def test_halted_examples_stop_costing_and_keep_their_answer(tiny_recipe):
     model, task, batch = model_and_batch(tiny_recipe)
     calls, halted = [], []
-    always = lambda logits, previous: torch.arange(len(logits)) < 2  # the first two halt after step 1  # noqa: E731
+    always = lambda out, previous: torch.arange(len(out.logits)) < 2  # the first two halt after step 1  # noqa: E731
     with torch.no_grad():
         for event in think(model, batch, steps=4, halt=always):
             if isinstance(event, StepEnd):
@@ -83,7 +92,7 @@ def test_halted_examples_stop_costing_and_keep_their_answer(tiny_recipe):
 def test_eval_halts_by_rule_from_the_recipe_and_the_command_line(tiny_recipe, tmp_path):
     model, task, _ = model_and_batch(tiny_recipe)
     never = accuracy_by_steps(model, task, [8], [4])
-    at_once = accuracy_by_steps(model, task, [8], [4], halt=lambda logits, previous: torch.ones(len(logits), dtype=torch.bool))
+    at_once = accuracy_by_steps(model, task, [8], [4], halt=lambda out, previous: torch.ones(len(out.logits), dtype=torch.bool))
     assert never["compute"]["8"]["mean_block_calls"] == 12 and at_once["compute"]["8"]["mean_block_calls"] == 3
     assert at_once["halting"]["8"] == {"mean_steps": 1.0, "halted": 1.0}
     result = runner.invoke(app, ["train", str(tiny_recipe), "--out", str(tmp_path / "run")])
@@ -94,7 +103,7 @@ def test_eval_halts_by_rule_from_the_recipe_and_the_command_line(tiny_recipe, tm
     assert result.exit_code == 2 and "RULE:THRESHOLD" in result.output
 
 
-@pytest.mark.parametrize("rule", ["max_prob", "entropy", "kl"])
+@pytest.mark.parametrize("rule", ["max_prob", "entropy", "kl", "head"])
 def test_every_rule_is_reachable_from_a_recipe(tiny_recipe, rule):
     recipe = load_recipe(tiny_recipe, [f"eval.halt.rule={rule}", "eval.halt.threshold=0.5"])
     assert recipe.eval.halt.rule == rule and make_halt(rule, 0.5) is not None

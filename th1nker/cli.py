@@ -100,7 +100,7 @@ def eval_(recipe: Path, checkpoint: Path = typer.Option(..., help="a run directo
           steps: Optional[str] = typer.Option(None, help="comma-separated step counts, e.g. 5,10,20,40,80"),
           set_: Optional[list[str]] = SetOpt,
           halt: Optional[str] = typer.Option(None, help="stop each example once a rule holds: RULE:THRESHOLD with "
-                                             "RULE max_prob, entropy or kl (e.g. max_prob:0.99); `none` = never"),
+                                             "RULE max_prob, entropy, kl or head (e.g. max_prob:0.99); `none` = never"),
           as_json: bool = typer.Option(False, "--json", help="print one JSON object on stdout")):
     """Exact-match accuracy per difficulty per number of thinking steps."""
     from th1nker.train.evaluate import evaluate_checkpoint, print_accuracy

@@ -1,11 +1,14 @@
 """Halting rules: after each thinking step, which examples stop thinking (their latest answer stands).
 
-Each rule reads the latest output's logits, (B, C) or (B, L, C), and the previous step's, and returns a
-(B,) bool. Halted examples cost nothing afterwards: schedules run their blocks on the live rows only.
+Each rule reads the latest output (its logits, (B, C) or (B, L, C), and its halting logits when the
+output block has a halting head) and the previous step's, and returns a (B,) bool. Halted examples
+cost nothing afterwards: schedules run their blocks on the live rows only.
 
     max_prob  every position's most likely class has probability >= threshold
     entropy   every position's predictive entropy (nats) <= threshold
     kl        the mean KL(now || previous step) over positions <= threshold (Huginn's zero-shot exit)
+    head      the output block's halting head (`halt: true`, trained with BCE on "exactly right", as
+              TRM's) says right with probability >= threshold
 """
 
 from __future__ import annotations
@@ -15,7 +18,10 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-HaltRule = Callable[[Tensor, "Tensor | None"], Tensor]
+from th1nker.errors import DataError
+from th1nker.thought import Output
+
+HaltRule = Callable[[Output, "Output | None"], Tensor]
 
 
 def _per_position(logits: Tensor) -> Tensor:
@@ -25,28 +31,37 @@ def _per_position(logits: Tensor) -> Tensor:
 
 
 def max_prob(threshold: float) -> HaltRule:
-    def rule(logits: Tensor, previous: Tensor | None) -> Tensor:
-        return _per_position(logits).amax(-1).exp().amin(1) >= threshold
+    def rule(out: Output, previous: Output | None) -> Tensor:
+        return _per_position(out.logits).amax(-1).exp().amin(1) >= threshold
     return rule
 
 
 def entropy(threshold: float) -> HaltRule:
-    def rule(logits: Tensor, previous: Tensor | None) -> Tensor:
-        logp = _per_position(logits)
+    def rule(out: Output, previous: Output | None) -> Tensor:
+        logp = _per_position(out.logits)
         return (-(logp.exp() * logp).sum(-1)).amax(1) <= threshold
     return rule
 
 
 def kl(threshold: float) -> HaltRule:
-    def rule(logits: Tensor, previous: Tensor | None) -> Tensor:
-        if previous is None or previous.shape != logits.shape:
-            return torch.zeros(logits.shape[0], dtype=torch.bool, device=logits.device)
-        now, before = _per_position(logits), _per_position(previous)
+    def rule(out: Output, previous: Output | None) -> Tensor:
+        if previous is None or previous.logits.shape != out.logits.shape:
+            return torch.zeros(out.logits.shape[0], dtype=torch.bool, device=out.logits.device)
+        now, before = _per_position(out.logits), _per_position(previous.logits)
         return (now.exp() * (now - before)).sum(-1).mean(1) <= threshold
     return rule
 
 
-RULES: dict[str, Callable[[float], HaltRule]] = {"max_prob": max_prob, "entropy": entropy, "kl": kl}
+def head(threshold: float) -> HaltRule:
+    def rule(out: Output, previous: Output | None) -> Tensor:
+        if out.halt is None:
+            raise DataError(f"eval.halt.rule: head reads a halting head, but block '{out.block}' has none; "
+                            f"set model.blocks.{out.block}.halt: true (and train it) or pick another rule")
+        return torch.sigmoid(out.halt.float()) >= threshold
+    return rule
+
+
+RULES: dict[str, Callable[[float], HaltRule]] = {"max_prob": max_prob, "entropy": entropy, "kl": kl, "head": head}
 
 
 def make_halt(rule: str, threshold: float) -> HaltRule | None:

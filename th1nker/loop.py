@@ -18,7 +18,7 @@ from th1nker.halting import HaltRule
 from th1nker.plans import Window, plan_weights
 from th1nker.schedule import Schedule, make_schedule
 from th1nker.tasks.base import Batch
-from th1nker.thought import Thought
+from th1nker.thought import Output, Thought
 
 __all__ = ["think", "run_to_end", "StepEnd", "WindowEnd", "Decide", "Event"]
 
@@ -70,12 +70,12 @@ def think(model, batch: Batch, schedule: Schedule | None = None, steps: int | No
     return thought
 
 
-def _apply_halt(thought: Thought, halt: HaltRule | None, previous: Tensor | None) -> Tensor | None:
-    """Stop the examples the rule says are done; returns the logits the rule compares with next step."""
+def _apply_halt(thought: Thought, halt: HaltRule | None, previous: Output | None) -> Output | None:
+    """Stop the examples the rule says are done; returns the output the rule compares with next step."""
     if halt is not None and thought.last_block is not None:
-        logits = thought.latest[thought.last_block].logits.detach()
-        thought.halted = thought.halted | halt(logits, previous)
-        previous = logits
+        out = thought.latest[thought.last_block].detached()
+        thought.halted = thought.halted | halt(out, previous)
+        previous = out
     thought.all_live = not bool(thought.halted.any())  # one host sync per step
     return previous
 
