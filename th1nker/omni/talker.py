@@ -51,8 +51,9 @@ class Talker(nn.Module):
         self.heads = nn.ModuleList(nn.Linear(c.dim, c.codebook_size) for _ in range(c.codebooks))
         self.stop = nn.Linear(c.dim, 1)
 
-    def new_cache(self) -> list[KVCache]:
-        return [KVCache() for _ in self.blocks]
+    def new_cache(self, capacity: int | None = None) -> list[KVCache]:
+        """An empty KV cache per layer, with room for `capacity` frames allocated at the first call."""
+        return [KVCache(capacity) for _ in self.blocks]
 
     def _offsets(self, k: int, device) -> Tensor:
         """Where codebooks 0..k-1 start in the shared embedding tables."""
@@ -116,7 +117,7 @@ class Talker(nn.Module):
         Generation ends when every row has stopped or after `max_frames` frames.
         """
         b = context.shape[0]
-        cache = self.new_cache() if use_cache else None
+        cache = self.new_cache(max_frames + 1) if use_cache else None
         x = self.start.expand(b, 1, -1)
         done = torch.zeros(b, dtype=torch.bool, device=context.device)
         frames: list[Tensor] = []

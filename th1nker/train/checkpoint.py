@@ -25,6 +25,7 @@ from safetensors.torch import load, save_file
 
 from th1nker.errors import CheckpointError
 from th1nker.io import atomic_write_text, fsync_dir, fsync_file, sha256
+from th1nker.omni.layers import fuse_qkv_keys
 from th1nker.train import distributed
 
 KEEP = 2  # checkpoints kept per run
@@ -262,6 +263,7 @@ def load_weights(module: torch.nn.Module, file: Path, state: dict, recipe_dict: 
     """Load safetensors weights, naming the recipe fields that differ when they do not fit."""
     tensors = _load_tensors(file, state)
     own = module.state_dict()
+    fuse_qkv_keys(tensors, own)
     bad = sorted(set(own) ^ set(tensors)) + sorted(
         k for k in set(own) & set(tensors) if own[k].shape != tensors[k].shape)
     if bad:
