@@ -49,7 +49,7 @@ def accuracy_by_steps(model: Th1nker, task, difficulties: list[int], steps: list
             for s in pending:
                 correct[s] += right
             halted_steps.append(halt_at.float())
-        accuracy[str(d)] = {str(s): correct[s] / len(full) for s in steps}
+        accuracy[str(d)] = {str(s): float(correct[s]) / len(full) for s in steps}  # host copies only here, after the unrolls
         if model.recipe.schedule.kind in ("probe", "policy"):
             h = torch.cat(halted_steps)
             halting[str(d)] = {"mean_steps": float(h.mean()), "halted": float((h < horizon).float().mean())}
@@ -59,9 +59,10 @@ def accuracy_by_steps(model: Th1nker, task, difficulties: list[int], steps: list
     return result
 
 
-def _score(model, task, thought, batch) -> int:
+def _score(model, task, thought, batch):
+    """Right answers in the batch: a device tensor (no host sync per evaluated step), or 0."""
     pred = model.prediction(thought) if thought is not None else None
-    return 0 if pred is None else int(task.score(pred, batch).sum())
+    return 0 if pred is None else task.score(pred, batch).sum()
 
 
 def _slice(batch, lo: int, hi: int):
