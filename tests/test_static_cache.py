@@ -58,3 +58,18 @@ def test_generate_fills_a_preallocated_cache_once():
     out = lm.generate(prompt, 20)
     assert caches[0][0]._k.shape[-2] == 25 and caches[0][0].length == 24  # the last token is never fed
     assert torch.equal(out, lm.generate(prompt, 20, use_cache=False))
+
+
+def test_checkpoint_tensors_with_separate_q_and_kv_are_fused_by_name():
+    from th1nker.omni.layers import fuse_qkv_keys
+
+    lm = ThinkerLM(ThinkerConfig(vocab=50, dim=32, layers=2, heads=4, kv_heads=2, hidden=64))
+    own = lm.state_dict()
+    legacy = {}
+    for key, value in own.items():
+        if key.endswith("attn.qkv.weight"):
+            legacy[key.replace("qkv", "q")], legacy[key.replace("qkv", "kv")] = value[:32], value[32:]
+        else:
+            legacy[key] = value
+    fuse_qkv_keys(legacy, own)
+    assert legacy.keys() == own.keys() and all(torch.equal(legacy[k], own[k]) for k in own)

@@ -283,7 +283,11 @@ def load_trainer_state(ckpt: Path, optimizer, scheduler, generator: torch.Genera
     tensors = _load_tensors(ckpt / "trainer.safetensors", state)
     opt_state = {int(pid): {k: tensors[f"opt.{pid}.{k}"] for k in keys} for pid, keys in state["state_keys"].items()}
     opt_state = distributed.local_optimizer_state(optimizer, opt_state)
-    optimizer.load_state_dict({"state": opt_state, "param_groups": state["param_groups"]})
+    try:
+        optimizer.load_state_dict({"state": opt_state, "param_groups": state["param_groups"]})
+    except ValueError as e:  # e.g. written before attention's q and kv were fused into one parameter
+        raise CheckpointError(f"{ckpt}: its optimizer state does not fit this model's parameters ({e}); an exact "
+                              "resume needs the code version that wrote it (its weights still load for eval)") from None
     scheduler.load_state_dict(state["scheduler"])
     torch.set_rng_state(tensors["rng.torch"])
     generator.set_state(tensors[distributed.generator_key()])
