@@ -122,13 +122,14 @@ class Talker(nn.Module):
         done = torch.zeros(b, dtype=torch.bool, device=context.device)
         frames: list[Tensor] = []
         for _ in range(max_frames):
-            h = self._hidden(x if cache is None or not frames else x[:, -1:], context, mask, cache)[:, -1]
+            h = self._hidden(x, context, mask, cache)[:, -1]
             done |= self.stop(h).squeeze(-1) > 0
             if done.all():
                 break
             frame = self._greedy_frame(h).masked_fill(done[:, None], IGNORE)
             frames.append(frame)
-            x = torch.cat([x, self._frames(frame[:, None])], dim=1)
+            step = self._frames(frame[:, None])  # with the cache, only the new frame is fed
+            x = step if cache is not None else torch.cat([x, step], dim=1)
         codes = torch.stack(frames, 1) if frames else context.new_full((b, 0, len(self.heads)), IGNORE).long()
         return codes, (codes[..., 0] != IGNORE).sum(1)
 
