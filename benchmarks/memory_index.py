@@ -66,12 +66,12 @@ def question_latent(model, questions: torch.Tensor) -> torch.Tensor:
 def read_attention(block, latent: torch.Tensor, latents: torch.Tensor, chunk: int = 256) -> torch.Tensor:
     """(Q, N) share of the read layer's attention on each stored block (the indexer's teacher), all N at once."""
     attn, (n, m, _) = block.attn, latents.shape
-    k = attn.kv(latents.flatten(0, 1)).view(n * m, 2, attn.kv_heads, attn.head_dim)[:, 0].transpose(0, 1)
+    k = attn.project_kv(latents.flatten(0, 1)[None])[0][0]  # (KVH, N * M, hd)
     k = k.repeat_interleave(attn.heads // attn.kv_heads, dim=0)  # (H, N * M, hd)
     out = []
     for lo in range(0, len(latent), chunk):
-        q = attn.q(block.norm(latent[lo:lo + chunk])).view(-1, latent.shape[1], attn.heads, attn.head_dim)
-        w = (torch.einsum("qlhd,hsd->qhls", q, k) / attn.head_dim ** 0.5).softmax(-1)
+        q = attn.project_q(block.norm(latent[lo:lo + chunk]))  # (Q, H, L, hd)
+        w = (torch.einsum("qhld,hsd->qhls", q, k) / attn.head_dim ** 0.5).softmax(-1)
         out.append(w.mean(dim=(1, 2)).view(-1, n, m).sum(-1))
     return torch.cat(out)
 

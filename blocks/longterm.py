@@ -83,8 +83,7 @@ class ReadLongTermLayer(ReadLayer):
         """(B, N) share of this layer's attention (mean over heads and latent slots) on each of N blocks."""
         b, n, m, _ = blocks.shape
         attn = self.attn
-        q = attn.q(self.norm(latent)).view(b, -1, attn.heads, attn.head_dim).transpose(1, 2)
-        k = attn.kv(blocks.flatten(1, 2)).view(b, n * m, 2, attn.kv_heads, attn.head_dim)[:, :, 0].transpose(1, 2)
+        q, k = attn.project_q(self.norm(latent)), attn.project_kv(blocks.flatten(1, 2))[0]
         if attn.rotary is not None:
             q, k = attn.rotary(q), attn.rotary(k)
         k = k.repeat_interleave(attn.heads // attn.kv_heads, dim=1)

@@ -306,6 +306,10 @@ class TrainConfig(Strict):
     teacher: TeacherConfig | None = Field(None, description="kickstart from a trained run (see TeacherConfig)")
     max_skipped: int = Field(50, ge=1, description="stop the run (exit 2) when this many updates in a row were "
                              "skipped for a non-finite loss or gradient")
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", description="forward precision: bf16 autocast (CPU and CUDA) or fp32; auto = bf16 on CUDA, fp32 on CPU")
+    compile: bool = Field(False, description="torch.compile every block with dynamic shapes (no recompile per new "
+                          "step count or length); eager with one warning where compile is unavailable")
 
 
 class HaltConfig(Strict):

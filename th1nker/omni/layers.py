@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
 
 import torch
 import torch.nn.functional as F
@@ -49,21 +49,44 @@ class Rotary(nn.Module):
         return torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).flatten(-2)
 
 
-@dataclass
 class KVCache:
-    """Keys and values of the positions seen so far, per attention layer."""
+    """Keys and values of the positions seen so far, per attention layer.
 
-    k: Tensor | None = None
-    v: Tensor | None = None
+    Preallocated: the first `extend` allocates room for `capacity` positions (or the first chunk,
+    doubled), later ones write in place and return views, so decoding does not copy the whole cache
+    every token; past the room it grows by doubling. `length` is a Python int (no device sync).
+    """
+
+    def __init__(self, capacity: int | None = None):
+        self.capacity = capacity
+        self._k: Tensor | None = None
+        self._v: Tensor | None = None
+        self.length = 0
 
     @property
-    def length(self) -> int:
-        return 0 if self.k is None else self.k.shape[-2]
+    def k(self) -> Tensor | None:
+        return None if self._k is None else self._k[..., : self.length, :]
+
+    @property
+    def v(self) -> Tensor | None:
+        return None if self._v is None else self._v[..., : self.length, :]
 
     def extend(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-        self.k = k if self.k is None else torch.cat([self.k, k], dim=-2)
-        self.v = v if self.v is None else torch.cat([self.v, v], dim=-2)
+        end = self.length + k.shape[-2]
+        if self._k is None or end > self._k.shape[-2] or self._k.dtype != k.dtype:
+            self._grow(k, v, max(end, self.capacity or 0, 2 * self.length))
+        self._k[..., self.length:end, :] = k
+        self._v[..., self.length:end, :] = v
+        self.length = end
         return self.k, self.v
+
+    def _grow(self, k: Tensor, v: Tensor, size: int) -> None:
+        old_k, old_v = self.k, self.v
+        self._k = k.new_empty(*k.shape[:-2], size, k.shape[-1])
+        self._v = v.new_empty(*v.shape[:-2], size, v.shape[-1])
+        if old_k is not None:
+            self._k[..., : self.length, :] = old_k
+            self._v[..., : self.length, :] = old_v
 
 
 class Attention(nn.Module):
@@ -72,6 +95,10 @@ class Attention(nn.Module):
     `mask` is a (B, S) boolean padding mask over keys (True = attend); with a cache, S counts the
     cached keys too. With `cache`, keys and values are appended and queries sit at the positions
     after the cached ones, so cached decoding equals a full causal forward.
+
+    Queries, keys and values share one projection `qkv` (rows: q, then k, then v): self-attention
+    runs it as one matrix multiplication; cross-attention, or keys of another width (`kv_dim`), use
+    its row blocks separately (`project_q`, `project_kv`).
     """
 
     def __init__(self, dim: int, heads: int, kv_heads: int | None = None, causal: bool = False,
@@ -83,18 +110,42 @@ class Attention(nn.Module):
             raise ValueError(f"dim {dim} must divide into heads {heads}, heads into kv_heads {kv_heads}")
         self.heads, self.kv_heads, self.head_dim = heads, kv_heads, dim // heads
         self.causal, self.dropout = causal, dropout
-        kv_dim = kv_dim or dim
-        self.q = nn.Linear(dim, dim, bias=bias)
-        self.kv = nn.Linear(kv_dim, 2 * kv_heads * self.head_dim, bias=bias)
+        self.dim, self.kv_dim = dim, kv_dim or dim
+        if self.kv_dim == dim:
+            self.qkv = nn.Linear(dim, dim + 2 * kv_heads * self.head_dim, bias=bias)
+        else:
+            self.q = nn.Linear(dim, dim, bias=bias)
+            self.kv = nn.Linear(self.kv_dim, 2 * kv_heads * self.head_dim, bias=bias)
         self.out = nn.Linear(dim, dim, bias=bias)
         self.rotary = Rotary(self.head_dim) if rotary else None
+        self.register_load_state_dict_pre_hook(_fuse_qkv_weights)
+
+    def _rows(self, part: str) -> tuple[Tensor, Tensor | None]:
+        """Weight and bias of the q or kv rows of the fused projection."""
+        rows = slice(0, self.dim) if part == "q" else slice(self.dim, None)
+        bias = self.qkv.bias
+        return self.qkv.weight[rows], None if bias is None else bias[rows]
+
+    def project_q(self, x: Tensor) -> Tensor:
+        """Queries (B, H, T, Dh) of `x` (B, T, dim), before rotary."""
+        q = self.q(x) if self.kv_dim != self.dim else F.linear(x, *self._rows("q"))
+        return q.view(*x.shape[:2], self.heads, self.head_dim).transpose(1, 2)
+
+    def project_kv(self, source: Tensor) -> tuple[Tensor, Tensor]:
+        """Keys and values (B, KVH, S, Dh) of `source` (B, S, kv_dim), before rotary."""
+        kv = self.kv(source) if self.kv_dim != self.dim else F.linear(source, *self._rows("kv"))
+        k, v = kv.view(*source.shape[:2], 2, self.kv_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        return k, v
 
     def forward(self, x: Tensor, context: Tensor | None = None, mask: Tensor | None = None,
                 cache: KVCache | None = None) -> Tensor:
         b, t, _ = x.shape
-        source = x if context is None else context
-        q = self.q(x).view(b, t, self.heads, self.head_dim).transpose(1, 2)
-        k, v = self.kv(source).view(b, source.shape[1], 2, self.kv_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        if context is None and self.kv_dim == self.dim:
+            qkv = self.qkv(x)
+            q = qkv[..., : self.dim].view(b, t, self.heads, self.head_dim).transpose(1, 2)
+            k, v = qkv[..., self.dim:].view(b, t, 2, self.kv_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        else:
+            q, (k, v) = self.project_q(x), self.project_kv(x if context is None else context)
         offset = cache.length if cache is not None else 0
         if self.rotary is not None:
             q = self.rotary(q, offset)
@@ -120,6 +171,20 @@ class Attention(nn.Module):
             pad = padding[:, None, None, :].bool()  # (B, 1, 1, s)
             mask = pad if mask is None else mask & pad
         return mask
+
+
+def fuse_qkv_keys(tensors: dict[str, Tensor], wanted) -> None:
+    """Rename, in place, weights saved with separate `q` and `kv` projections (before the fused
+    `qkv`) to the fused ones, for each fused key in `wanted`."""
+    for key in list(tensors):
+        m = re.fullmatch(r"((?:.*\.)?)q\.(weight|bias)", key)
+        if m and f"{m[1]}kv.{m[2]}" in tensors and f"{m[1]}qkv.{m[2]}" in wanted:
+            tensors[f"{m[1]}qkv.{m[2]}"] = torch.cat([tensors.pop(key), tensors.pop(f"{m[1]}kv.{m[2]}")])
+
+
+def _fuse_qkv_weights(module: Attention, state_dict: dict, prefix: str, *args) -> None:
+    if module.kv_dim == module.dim:
+        fuse_qkv_keys(state_dict, {f"{prefix}qkv.weight", f"{prefix}qkv.bias"})
 
 
 class SwiGLU(nn.Module):

@@ -51,8 +51,9 @@ class Talker(nn.Module):
         self.heads = nn.ModuleList(nn.Linear(c.dim, c.codebook_size) for _ in range(c.codebooks))
         self.stop = nn.Linear(c.dim, 1)
 
-    def new_cache(self) -> list[KVCache]:
-        return [KVCache() for _ in self.blocks]
+    def new_cache(self, capacity: int | None = None) -> list[KVCache]:
+        """An empty KV cache per layer, with room for `capacity` frames allocated at the first call."""
+        return [KVCache(capacity) for _ in self.blocks]
 
     def _offsets(self, k: int, device) -> Tensor:
         """Where codebooks 0..k-1 start in the shared embedding tables."""
@@ -116,18 +117,19 @@ class Talker(nn.Module):
         Generation ends when every row has stopped or after `max_frames` frames.
         """
         b = context.shape[0]
-        cache = self.new_cache() if use_cache else None
+        cache = self.new_cache(max_frames + 1) if use_cache else None
         x = self.start.expand(b, 1, -1)
         done = torch.zeros(b, dtype=torch.bool, device=context.device)
         frames: list[Tensor] = []
         for _ in range(max_frames):
-            h = self._hidden(x if cache is None or not frames else x[:, -1:], context, mask, cache)[:, -1]
+            h = self._hidden(x, context, mask, cache)[:, -1]
             done |= self.stop(h).squeeze(-1) > 0
             if done.all():
                 break
             frame = self._greedy_frame(h).masked_fill(done[:, None], IGNORE)
             frames.append(frame)
-            x = torch.cat([x, self._frames(frame[:, None])], dim=1)
+            step = self._frames(frame[:, None])  # with the cache, only the new frame is fed
+            x = step if cache is not None else torch.cat([x, step], dim=1)
         codes = torch.stack(frames, 1) if frames else context.new_full((b, 0, len(self.heads)), IGNORE).long()
         return codes, (codes[..., 0] != IGNORE).sum(1)
 

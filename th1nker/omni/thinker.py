@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict
@@ -47,11 +49,14 @@ class ThinkerLM(nn.Module):
                 nn.init.normal_(p, std=0.02)
         if config.tie_embeddings:
             self.head.weight = self.embed.weight
-        self.check_finite = True  # the NaN/Inf guard; costs one reduction per layer
+        # A debug option: raise at the first layer whose output is not finite. Off by default,
+        # since each check is a host sync; the trainer skips non-finite updates once per update.
+        self.check_finite = os.environ.get("TH1NKER_CHECK_FINITE") == "1"
 
-    def new_cache(self) -> list[KVCache]:
-        """An empty KV cache, one per layer, for `forward(..., cache=...)`."""
-        return [KVCache() for _ in self.blocks]
+    def new_cache(self, capacity: int | None = None) -> list[KVCache]:
+        """An empty KV cache, one per layer, for `forward(..., cache=...)`, with room for `capacity`
+        positions allocated at the first forward (default: the context)."""
+        return [KVCache(capacity or self.config.context) for _ in self.blocks]
 
     def forward(self, ids: Tensor | None = None, embeddings: Tensor | None = None,
                 mask: Tensor | None = None,
@@ -103,21 +108,24 @@ class ThinkerLM(nn.Module):
         generator = None
         if seed is not None:
             generator = torch.Generator(device=ids.device).manual_seed(seed)
-        cache = self.new_cache() if use_cache else None
+        cache = self.new_cache(ids.shape[1] + max_new_tokens) if use_cache else None
         done = torch.zeros(ids.shape[0], dtype=torch.bool, device=ids.device)
-        out, step = ids, ids
+        out = ids.new_empty(ids.shape[0], ids.shape[1] + max_new_tokens)
+        out[:, : ids.shape[1]] = ids
+        end, step = ids.shape[1], ids
         for _ in range(max_new_tokens):
-            logits, _ = self(step if use_cache else out, cache=cache)
+            logits, _ = self(step if use_cache else out[:, :end], cache=cache)
             token = sample(logits[:, -1], temperature, top_k, top_p, generator)
             if eos_id is not None:
                 token = token.masked_fill(done, eos_id)
                 done |= token == eos_id
-            out = torch.cat([out, token[:, None]], dim=1)
-            if done.all():
+            out[:, end] = token
+            end += 1
+            if eos_id is not None and done.all():  # the stop check: the one host sync per token
                 break
-            step = token[:, None]
+            step = out[:, end - 1 : end]
         self.train(was_training)
-        return out
+        return out[:, :end]
 
 
 def sample(logits: Tensor, temperature: float = 0.0, top_k: int | None = None,

@@ -25,6 +25,7 @@ from safetensors.torch import load, save_file
 
 from th1nker.errors import CheckpointError
 from th1nker.io import atomic_write_text, fsync_dir, fsync_file, sha256
+from th1nker.omni.layers import fuse_qkv_keys
 from th1nker.train import distributed
 
 KEEP = 2  # checkpoints kept per run
@@ -262,6 +263,7 @@ def load_weights(module: torch.nn.Module, file: Path, state: dict, recipe_dict: 
     """Load safetensors weights, naming the recipe fields that differ when they do not fit."""
     tensors = _load_tensors(file, state)
     own = module.state_dict()
+    fuse_qkv_keys(tensors, own)
     bad = sorted(set(own) ^ set(tensors)) + sorted(
         k for k in set(own) & set(tensors) if own[k].shape != tensors[k].shape)
     if bad:
@@ -281,7 +283,11 @@ def load_trainer_state(ckpt: Path, optimizer, scheduler, generator: torch.Genera
     tensors = _load_tensors(ckpt / "trainer.safetensors", state)
     opt_state = {int(pid): {k: tensors[f"opt.{pid}.{k}"] for k in keys} for pid, keys in state["state_keys"].items()}
     opt_state = distributed.local_optimizer_state(optimizer, opt_state)
-    optimizer.load_state_dict({"state": opt_state, "param_groups": state["param_groups"]})
+    try:
+        optimizer.load_state_dict({"state": opt_state, "param_groups": state["param_groups"]})
+    except ValueError as e:  # e.g. written before attention's q and kv were fused into one parameter
+        raise CheckpointError(f"{ckpt}: its optimizer state does not fit this model's parameters ({e}); an exact "
+                              "resume needs the code version that wrote it (its weights still load for eval)") from None
     scheduler.load_state_dict(state["scheduler"])
     torch.set_rng_state(tensors["rng.torch"])
     generator.set_state(tensors[distributed.generator_key()])

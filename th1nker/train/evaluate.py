@@ -55,7 +55,7 @@ def accuracy_by_steps(model: Th1nker, task, difficulties: list[int], steps: list
                 correct[s] += right
             halted_steps.append(halt_at.float())
             calls.append(thought.calls.float())
-        accuracy[str(d)] = {str(s): correct[s] / len(full) for s in steps}
+        accuracy[str(d)] = {str(s): float(correct[s]) / len(full) for s in steps}  # host copies only here, after the unrolls
         compute[str(d)] = {"mean_block_calls": float(torch.cat(calls).mean()), "seconds": round(seconds, 4)}
         if model.recipe.schedule.kind in ("probe", "policy") or halt is not None:
             h = torch.cat(halted_steps)
@@ -66,9 +66,10 @@ def accuracy_by_steps(model: Th1nker, task, difficulties: list[int], steps: list
     return result
 
 
-def _score(model, task, thought, batch) -> int:
+def _score(model, task, thought, batch):
+    """Right answers in the batch: a device tensor (no host sync per evaluated step), or 0."""
     pred = model.prediction(thought) if thought is not None else None
-    return 0 if pred is None else int(task.score(pred, batch).sum())
+    return 0 if pred is None else task.score(pred, batch).sum()
 
 
 def _slice(batch, lo: int, hi: int):

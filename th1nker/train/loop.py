@@ -5,11 +5,11 @@ from __future__ import annotations
 import math
 import time
 from collections import defaultdict
-from contextlib import nullcontext
 from itertools import zip_longest
 from pathlib import Path
 
 import torch
+from torch.utils._pytree import tree_flatten, tree_unflatten
 
 from th1nker.errors import RecipeError, TrainingDiverged
 from th1nker.loop import StepEnd, WindowEnd, think
@@ -18,7 +18,7 @@ from th1nker.plans import PLANS
 from th1nker.recipe import Recipe
 from th1nker.schedule import make_schedule
 from th1nker.train import checkpoint as ckpt_io
-from th1nker.train import distributed
+from th1nker.train import distributed, speed
 from th1nker.train.device import pick_device
 from th1nker.train.teacher import Teacher, distill_loss
 from th1nker.train.optim import build_ema, build_optimizer, build_scheduler
@@ -85,8 +85,9 @@ class Trainer:
         self.update = 0
         self.skipped = 0
         self.skipped_in_a_row = 0  # non-finite updates since the last finite one (per run, this process)
-        self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda"
-                         else nullcontext())
+        self.autocast = speed.autocast(self.cfg.precision, self.device)
+        if self.cfg.compile:
+            speed.compile_blocks(self.model)
         self.teacher = Teacher(self.cfg.teacher, recipe, task, self.device) if self.cfg.teacher else None
         self._updates = self._update_stream()
 
@@ -110,11 +111,11 @@ class Trainer:
             runs = [self._windows(plan) for _ in range(cfg.accumulate)]
             total, per_step, aux = 0.0, {}, {}
             for windows in zip_longest(*runs):  # window k of every micro-batch (each backpropagated already)
-                for w in filter(None, windows):
-                    total += w.loss.detach().item() / cfg.accumulate
-                    per_step.update({k: v.detach().item() for k, v in w.step_losses.items()})
+                for w in filter(None, windows):  # kept on the device: one host sync per update, not per window
+                    total = total + w.loss.detach().float() / cfg.accumulate
+                    per_step.update({k: v.detach().float() for k, v in w.step_losses.items()})
                     for name, v in w.aux.items():
-                        aux.setdefault(name, []).append(v.detach().item())
+                        aux.setdefault(name, []).append(v.detach().float())
                 if cfg.tbptt.update_per_window:
                     yield self._optimizer_step(total, per_step, aux)
                     total, per_step, aux = 0.0, {}, {}
@@ -146,8 +147,10 @@ class Trainer:
                 (event.loss / self.cfg.accumulate).backward()
                 yield event
 
-    def _optimizer_step(self, loss: float, per_step: dict, aux: dict) -> dict:
-        loss = distributed.sync_gradients(self.model, loss)  # mean over ranks: the same step on every rank
+    def _optimizer_step(self, total, per_step: dict, aux: dict) -> dict:
+        total, per_step, aux = _to_floats((total, per_step, aux))
+        aux = {name: sum(v) / len(v) for name, v in aux.items()}
+        loss = distributed.sync_gradients(self.model, total)  # mean over ranks: the same step on every rank
         params = [p for p in self.model.parameters() if p.grad is not None]
         norm = float(torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip or math.inf))
         if not (math.isfinite(norm) and math.isfinite(loss)):
@@ -165,7 +168,7 @@ class Trainer:
             raise TrainingDiverged(f"training diverged: updates {self.update - self.skipped_in_a_row + 1}-{self.update} "
                                    f"all had a non-finite loss or gradient (train.max_skipped={self.cfg.max_skipped})")
         return {"loss": loss, "grad_norm": norm, "lr": self.scheduler.get_last_lr()[0], "per_step": per_step,
-                **{f"aux_{name}": sum(v) / len(v) for name, v in aux.items()}}
+                **{f"aux_{name}": v for name, v in aux.items()}}
 
     def fit(self, run_dir: Path, tracker=None, progress=None, extra_state: dict | None = None) -> dict:
         """Train until max_updates (or max_minutes), checkpointing every `checkpoint_every` updates."""
@@ -221,3 +224,9 @@ class Trainer:
         ckpt_io.load_trainer_state(ckpt, self.optimizer, self.scheduler, self.generator, state)
         self.update, self.skipped = state["update"], state.get("skipped", 0)
         return state
+
+
+def _to_floats(tree):
+    """The same nest of dicts and lists with its tensors as floats, in one device-to-host copy."""
+    leaves, spec = tree_flatten(tree)
+    return tree_unflatten(torch.stack([torch.as_tensor(x).float() for x in leaves]).tolist(), spec)

@@ -1,0 +1,42 @@
+"""Training speed options: `train.precision` (autocast) and `train.compile` (torch.compile)."""
+
+from __future__ import annotations
+
+import warnings
+from contextlib import nullcontext
+
+import torch
+from torch import nn
+
+
+def autocast(precision: str, device: torch.device):
+    """The context a forward runs in: bf16 autocast on CPU or CUDA, or none (fp32).
+    `auto` is bf16 on CUDA and fp32 elsewhere."""
+    if precision == "auto":
+        precision = "bf16" if device.type == "cuda" else "fp32"
+    if precision == "bf16" and device.type in ("cpu", "cuda"):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def compile_blocks(model: nn.Module) -> bool:
+    """Compile each block of `model` (its forward over the thought) in place with dynamic shapes, so a
+    new step count, batch or sequence length does not compile it again. Returns False, after one
+    warning, where torch.compile is unavailable (then the model stays eager)."""
+    try:
+        import torch._dynamo  # noqa: F401  (fails where dynamo is not supported)
+
+        for block in model.blocks.values():
+            block.compile(dynamic=True)
+    except Exception as e:  # platform-dependent: missing compiler, unsupported Python, ...
+        warnings.warn(f"train.compile: torch.compile is unavailable here ({type(e).__name__}: {e}); "
+                      "training runs eagerly", stacklevel=2)
+        return False
+    return True
+
+
+def compiled_graphs() -> int:
+    """Graphs torch.compile has built in this process so far (each recompile adds one)."""
+    from torch._dynamo.utils import counters
+
+    return int(counters["stats"]["unique_graphs"])
