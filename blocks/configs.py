@@ -132,6 +132,8 @@ class ThinkerBlockConfig(BlockConfig):
     experts: int = Field(0, ge=0, description="experts per layer (a top-k mixture); 0 = one SwiGLU")
     top_k: int = Field(THINKER_TOP_K, gt=0, description="experts each slot is routed to")
     dropout: float = Field(0.0, ge=0, lt=1, description="dropout in training")
+    once: bool = Field(False, description="run once per gradient window and reuse the result at its later calls "
+                       "(a prelude over the input, re-injected into a recurrent core)")
 
     @model_validator(mode="after")
     def _routing_fits(self):

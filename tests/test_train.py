@@ -181,6 +181,11 @@ def test_every_shipped_recipe_validates_and_trains(path, tmp_path):
     recipe = load_recipe(path)
     if recipe.task.kind == "maze":
         extra = ["task.train=[2,3]", "task.eval=[3]"]
+    elif recipe.task.kind == "text_lm" and recipe.task.path:  # a corpus the pipeline makes: a small one here
+        from th1nker.tasks.code_corpus import build_code_corpus
+
+        build_code_corpus(tmp_path / "code", max_bytes=120_000)
+        extra = [f"task.path={tmp_path / 'code'}", "task.tokenizer=null"]
     else:
         extra = []
     result = train_recipe(path, SMOKE + extra, tmp_path / "run", resume=False)
