@@ -10,7 +10,7 @@ _WHERE = {
     "Block": "base", "BuildContext": "base",
     "ReadLayer": "read", "InputRead": "read", "TextRead": "read", "ImageRead": "read", "AudioRead": "read",
     "ReadLatentLayer": "read", "ReadLongTermLayer": "longterm", "ProcessLayer": "process",
-    "OutputLayer": "output", "TokenOutput": "output", "ClassOutput": "output", "SpeechOutput": "speech",
+    "OutputLayer": "output", "TokenOutput": "output", "ClassOutput": "output", "SpeechOutput": "speech", "TextOutput": "text_output",
     "Probe": "probe", "ThinkerBlock": "thinker",
 }
 

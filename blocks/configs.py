@@ -152,6 +152,21 @@ class OutputConfig(BlockConfig):
     cost: float = Field(0.25, ge=0, allow_inf_nan=False, description="compute cost of one call, used by RL rewards")
 
 
+class TextOutputConfig(OutputConfig):
+    """An autoregressive text decoder reading a state by cross-attention."""
+
+    layers: int = Field(2, gt=0, le=1024, description="causal decoder layers (self- then cross-attention, SwiGLU)")
+    heads: int = Field(4, gt=0, description="attention heads; divide model.dim")
+    hidden: int = Field(256, gt=0, description="feed-forward width")
+    max_len: int = Field(32, gt=0, le=4096, description="most tokens decoded (the answer's end token included)")
+    temperature: float = Field(0.0, ge=0, description="decoding: 0 = greedy, else sampling at this temperature")
+    top_k: int | None = Field(None, gt=0, description="sampling: among the k likeliest tokens")
+    top_p: float | None = Field(None, gt=0, le=1, description="sampling: nucleus mass")
+
+    def problems(self, dim: int) -> list[str]:
+        return _divides("heads", self.heads, dim, "model.dim")
+
+
 class SpeechOutputConfig(OutputConfig):
     dim: int | None = Field(None, gt=0, description="Talker width (default: the model's)")
     layers: int = Field(2, gt=0, le=1024, description="Talker decoder layers")
@@ -183,6 +198,7 @@ BUILTIN: dict[str, tuple[type[BlockConfig], str]] = {
     "thinker": (ThinkerBlockConfig, "th1nker.blocks.thinker:ThinkerBlock"),
     "output_tokens": (OutputConfig, "th1nker.blocks.output:TokenOutput"),
     "output_class": (OutputConfig, "th1nker.blocks.output:ClassOutput"),
+    "output_text": (TextOutputConfig, "th1nker.blocks.text_output:TextOutput"),
     "output_speech": (SpeechOutputConfig, "th1nker.blocks.speech:SpeechOutput"),
     "probe": (ProbeConfig, "th1nker.blocks.probe:Probe"),
 }

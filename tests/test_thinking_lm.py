@@ -117,3 +117,24 @@ def test_generate_cli_streams_text_and_refuses_a_bad_exit(corpus, tmp_path):
     res = runner.invoke(app, ["generate", str(recipe), "--checkpoint", str(tmp_path / "run"), "--prompt", "x",
                               "--exit", "kl:-1"])
     assert res.exit_code == 2 and "kl:EPS" in res.output
+
+
+def test_output_text_decodes_answers_of_their_own_length_with_an_exact_cache():
+    from th1nker.loop import run_to_end
+
+    recipe = load_recipe(RECIPES / "text_answer.yaml", ["model.dim=32"])
+    task = make_task(recipe.task, recipe.seed)
+    torch.manual_seed(0)
+    model = Th1nker(recipe, task.spec).eval()
+    batch = task.eval_batch(1, 8)
+    thought = run_to_end(model, batch, steps=2)
+    block, state = model.blocks["answer"], thought.latest["answer"].logits
+    assert state.shape == thought.states["latent"].shape  # a step keeps the state; nothing decoded yet
+    cached = block.predict(state)
+    assert cached.shape == (8, recipe.model.blocks["answer"].max_len)
+    assert torch.equal(cached, block.predict(state, use_cache=False))
+    loss = model.step_loss(thought, batch)  # teacher forcing over the target's own length
+    assert loss.ndim == 0 and torch.isfinite(loss)
+    # exact match: a decoder that writes the answer then anything scores, one that misses a token does not
+    longer = torch.cat([batch.target.clamp(min=0), torch.zeros(8, 5, dtype=torch.long)], 1)
+    assert task.score(longer, batch).all() and not task.score(batch.target[:, :1].clamp(min=0) + 1, batch).any()
