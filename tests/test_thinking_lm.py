@@ -138,3 +138,17 @@ def test_output_text_decodes_answers_of_their_own_length_with_an_exact_cache():
     # exact match: a decoder that writes the answer then anything scores, one that misses a token does not
     longer = torch.cat([batch.target.clamp(min=0), torch.zeros(8, 5, dtype=torch.long)], 1)
     assert task.score(longer, batch).all() and not task.score(batch.target[:, :1].clamp(min=0) + 1, batch).any()
+
+
+def test_thinker_lm_recipe_generates_with_the_same_cache(tmp_path):
+    """recipes/thinker_lm.yaml (read -> Thinker stack -> head, one step) decodes through the same path."""
+    (tmp_path / "c.txt").write_text("".join(f"line {i} of the little corpus, with words.\n" for i in range(300)))
+    recipe = load_recipe(RECIPES / "thinker_lm.yaml", [f"task.path={tmp_path / 'c.txt'}", "model.dim=32",
+                                                       "model.blocks.lm.layers=2", "task.train=[16,16]",
+                                                       "task.eval=[16]", "task.eval_examples=4"])
+    task = make_task(recipe.task, recipe.seed)
+    torch.manual_seed(0)
+    model = Th1nker(recipe, task.spec).eval()
+    prompt = encode_text(task.tokenizer, "line 7 of")
+    assert [t for t, _ in generate(model, prompt, 10, steps=1)] == \
+        [t for t, _ in generate(model, prompt, 10, steps=1, use_cache=False)]
