@@ -8,6 +8,7 @@ import torch
 from typer.testing import CliRunner
 
 from th1nker.cli import app
+from th1nker.errors import DataError
 from th1nker.generate import decode_text, encode_text, generate, next_logits
 from th1nker.model import Th1nker
 from th1nker.recipe import load_recipe
@@ -152,3 +153,6 @@ def test_thinker_lm_recipe_generates_with_the_same_cache(tmp_path):
     prompt = encode_text(task.tokenizer, "line 7 of")
     assert [t for t, _ in generate(model, prompt, 10, steps=1)] == \
         [t for t, _ in generate(model, prompt, 10, steps=1, use_cache=False)]
+    model.recipe.model.states["latent"].init = "random"  # a start drawn per position: refused, not wrong
+    with pytest.raises(DataError, match="init: learned"):
+        next(generate(model, prompt, 1, steps=1))

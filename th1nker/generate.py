@@ -71,12 +71,23 @@ def next_logits(model, ids: Tensor, steps: int, decoding: DecodeCache | None = N
     return logits, used
 
 
+def check_cacheable(model) -> None:
+    """The cached path draws each token's initial states alone: they must not depend on the position."""
+    for name, cfg in model.recipe.model.states.items():
+        if cfg.slots == "input" and cfg.init != "learned" and cfg.scale > 0:
+            raise DataError(f"model.states.{name}: init '{cfg.init}' draws a different start per position, so "
+                            "token-by-token decoding cannot match the whole sequence's; use init: learned (or "
+                            "scale: 0), or generate with --no-cache")
+
+
 @torch.no_grad()
 def generate(model, ids: list[int], max_new_tokens: int, steps: int, *, use_cache: bool = True,
              exit_kl: float | None = None, temperature: float = 0.0, top_k: int | None = None,
              top_p: float | None = None, seed: int = 0) -> Iterator[tuple[int, int]]:
     """Yield (token, iterations it took) for up to `max_new_tokens` tokens after `ids`."""
     model.eval()
+    if use_cache:
+        check_cacheable(model)
     device = next(model.parameters()).device
     seq = torch.tensor([ids], device=device)
     decoding = DecodeCache() if use_cache else None
