@@ -52,7 +52,7 @@ class ThinkerBlock(Block):
         thought.latent = self.norm(h)
         if self.config.once:
             thought.window.cache[self.name] = thought.latent
-        balance = pop_aux_loss(self)
+        balance = pop_aux_loss(self) if self.config.experts else None  # (a walk over every module)
         if balance is not None and self.training and torch.is_grad_enabled():
             thought.window.losses.append(AuxLoss("balance", balance, self.aux_weight))
         return thought
