@@ -10,7 +10,8 @@ _WHERE = {
     "Block": "base", "BuildContext": "base",
     "ReadLayer": "read", "InputRead": "read", "TextRead": "read", "ImageRead": "read", "AudioRead": "read",
     "ReadLatentLayer": "read", "ReadLongTermLayer": "longterm", "ProcessLayer": "process",
-    "OutputLayer": "output", "TokenOutput": "output", "ClassOutput": "output", "SpeechOutput": "speech", "TextOutput": "text_output",
+    "OutputLayer": "output", "TokenOutput": "output", "ClassOutput": "output", "SpeechOutput": "speech",
+    "TextOutput": "text_output",
     "Probe": "probe", "ThinkerBlock": "thinker",
 }
 
