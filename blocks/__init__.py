@@ -11,6 +11,7 @@ _WHERE = {
     "ReadLayer": "read", "InputRead": "read", "TextRead": "read", "ImageRead": "read", "AudioRead": "read",
     "ReadLatentLayer": "read", "ReadLongTermLayer": "longterm", "ProcessLayer": "process",
     "OutputLayer": "output", "TokenOutput": "output", "ClassOutput": "output", "SpeechOutput": "speech",
+    "TextOutput": "text_output",
     "Probe": "probe", "ThinkerBlock": "thinker",
 }
 

@@ -132,6 +132,8 @@ class ThinkerBlockConfig(BlockConfig):
     experts: int = Field(0, ge=0, description="experts per layer (a top-k mixture); 0 = one SwiGLU")
     top_k: int = Field(THINKER_TOP_K, gt=0, description="experts each slot is routed to")
     dropout: float = Field(0.0, ge=0, lt=1, description="dropout in training")
+    once: bool = Field(False, description="run once per gradient window and reuse the result at its later calls "
+                       "(a prelude over the input, re-injected into a recurrent core)")
 
     @model_validator(mode="after")
     def _routing_fits(self):
@@ -155,6 +157,21 @@ class LabelOutputConfig(OutputConfig):
                        "'the answer is exactly right' (TRM's Q-halt head)")
     halt_bias: float = Field(-5.0, description="initial bias of the halting logit (negative = not yet right)")
     halt_weight: float = Field(0.5, ge=0, description="weight of the halting BCE in the step's loss")
+
+
+class TextOutputConfig(OutputConfig):
+    """An autoregressive text decoder reading a state by cross-attention."""
+
+    layers: int = Field(2, gt=0, le=1024, description="causal decoder layers (self- then cross-attention, SwiGLU)")
+    heads: int = Field(4, gt=0, description="attention heads; divide model.dim")
+    hidden: int = Field(256, gt=0, description="feed-forward width")
+    max_len: int = Field(32, gt=0, le=4096, description="most tokens decoded (the answer's end token included)")
+    temperature: float = Field(0.0, ge=0, description="decoding: 0 = greedy, else sampling at this temperature")
+    top_k: int | None = Field(None, gt=0, description="sampling: among the k likeliest tokens")
+    top_p: float | None = Field(None, gt=0, le=1, description="sampling: nucleus mass")
+
+    def problems(self, dim: int) -> list[str]:
+        return _divides("heads", self.heads, dim, "model.dim")
 
 
 class SpeechOutputConfig(OutputConfig):
@@ -188,6 +205,7 @@ BUILTIN: dict[str, tuple[type[BlockConfig], str]] = {
     "thinker": (ThinkerBlockConfig, "th1nker.blocks.thinker:ThinkerBlock"),
     "output_tokens": (LabelOutputConfig, "th1nker.blocks.output:TokenOutput"),
     "output_class": (LabelOutputConfig, "th1nker.blocks.output:ClassOutput"),
+    "output_text": (TextOutputConfig, "th1nker.blocks.text_output:TextOutput"),
     "output_speech": (SpeechOutputConfig, "th1nker.blocks.speech:SpeechOutput"),
     "probe": (ProbeConfig, "th1nker.blocks.probe:Probe"),
 }

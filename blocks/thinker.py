@@ -8,14 +8,19 @@ from torch import nn
 from th1nker.blocks.base import Block, BuildContext
 from th1nker.blocks.configs import ThinkerBlockConfig
 from th1nker.errors import DataError
-from th1nker.omni.layers import RMSNorm, TransformerBlock, pop_aux_loss
+from th1nker.omni.layers import KVCache, RMSNorm, TransformerBlock, pop_aux_loss
 from th1nker.registry import register
 from th1nker.thought import AuxLoss, Thought
 
 
 @register("thinker")
 class ThinkerBlock(Block):
-    """Causal transformer layers (RoPE, GQA, SwiGLU or MoE) over the latent, then RMSNorm; width = model.dim."""
+    """Causal transformer layers (RoPE, GQA, SwiGLU or MoE) over the latent, then RMSNorm; width = model.dim.
+
+    While generating (`thought.decoding`), each call keeps its own KV cache of the earlier tokens, so a
+    run over new tokens equals the run over the whole sequence. With `once`, the first call of a
+    gradient window computes and the later ones reuse its result (from `thought.window.cache`).
+    """
 
     def __init__(self, config: ThinkerBlockConfig, ctx: BuildContext):
         super().__init__(config, ctx)
@@ -30,14 +35,24 @@ class ThinkerBlock(Block):
                 nn.init.normal_(p, std=0.02)  # as the Thinker LM
 
     def forward(self, thought: Thought) -> Thought:
+        if self.config.once and self.name in thought.window.cache:
+            thought.latent = thought.window.cache[self.name]
+            return thought
         h = thought.latent
-        if h.shape[1] > self.config.context:
-            raise DataError(f"block '{self.name}': {h.shape[1]} latent slots exceed its context "
+        caches = [None] * len(self.layers)
+        if thought.decoding is not None:
+            caches = thought.decoding.get(self.name, thought.trace.count(self.name),
+                                          lambda: [KVCache() for _ in self.layers])
+        seen = caches[0].length if caches[0] is not None else 0
+        if seen + h.shape[1] > self.config.context:
+            raise DataError(f"block '{self.name}': {seen + h.shape[1]} latent slots exceed its context "
                             f"{self.config.context}; raise model.blocks.{self.name}.context or shorten the input")
-        for layer in self.layers:
-            h = layer(h)
+        for layer, cache in zip(self.layers, caches):
+            h = layer(h, cache=cache)
         thought.latent = self.norm(h)
-        balance = pop_aux_loss(self)
+        if self.config.once:
+            thought.window.cache[self.name] = thought.latent
+        balance = pop_aux_loss(self) if self.config.experts else None  # (a walk over every module)
         if balance is not None and self.training and torch.is_grad_enabled():
             thought.window.losses.append(AuxLoss("balance", balance, self.aux_weight))
         return thought

@@ -17,7 +17,7 @@ from th1nker.cli import app
 from conftest import ROOT
 
 BIN = Path(sys.executable).parent
-STAGES = ("prepare", "tokenizer", "train", "evaluate")
+STAGES = ("prepare", "tokenizer", "train", "evaluate", "code_corpus", "code_tokenizer")
 # recipes/pipeline.yaml made tiny: the same sections (dvc.yaml tracks them) and data files, far less work
 TINY = {"task": {"train": [4, 8], "eval": [24, 48], "eval_examples": 16},
         "model": {"dim": 8}, "schedule": {"steps": 3},
@@ -81,6 +81,9 @@ def repo(tmp_path_factory) -> Repo:
     (root / ".dvc").mkdir()
     for name in ("dvc.yaml", ".dvcignore", ".gitignore", ".dvc/config", ".dvc/.gitignore"):  # as a clone has them
         shutil.copy(ROOT / name, root / name)
+    dvc_yaml = root / "dvc.yaml"  # a small code corpus and vocabulary: the same stages, less work
+    dvc_yaml.write_text(dvc_yaml.read_text().replace("--max-bytes 8000000", "--max-bytes 150000")
+                        .replace("--vocab 1024", "--vocab 300"))
     r = Repo(root, f"sqlite:///{tmp / 'mlflow.db'}")
     r.edit_recipe(TINY)
     r.run("git", "init", "-q")

@@ -1,6 +1,5 @@
 """train.precision and train.compile."""
 
-import warnings
 
 import pytest
 import torch

@@ -205,6 +205,11 @@ def test_every_shipped_recipe_validates_and_trains(path, tmp_path):
         extra = ["task.train=[2,3]", "task.eval=[3]"]
     elif recipe.task.kind == "sudoku":  # a small fixed train set of easy puzzles: quick to generate
         extra = ["task.train_set=8", "task.train=[20,24]", "task.eval=[24]"]
+    elif recipe.task.kind == "text_lm" and recipe.task.path:  # a corpus the pipeline makes: a small one here
+        from th1nker.tasks.code_corpus import build_code_corpus
+
+        build_code_corpus(tmp_path / "code", max_bytes=120_000)
+        extra = [f"task.path={tmp_path / 'code'}", "task.tokenizer=null"]
     else:
         extra = []
     if recipe.task.data is not None:  # the files it reads, as the DVC pipeline's prepare stage writes them

@@ -153,7 +153,8 @@ def _parse_steps(text: str | None) -> list[int] | None:
 # Commands that live beside their feature: a module with `register(app)` adds commands, a module with
 # a typer `app` becomes a command group named after the second field.
 EXTENSIONS = (("th1nker.cli_tokenizer", "tokenizer"), ("th1nker.cli_memory", "memory"), ("th1nker.rl.cli", None),
-              ("th1nker.cli_data", None), ("th1nker.cli_speech", None), ("th1nker.cli_runs", None))
+              ("th1nker.cli_data", None), ("th1nker.cli_speech", None), ("th1nker.cli_runs", None),
+              ("th1nker.cli_generate", None), ("th1nker.cli_convert", None))
 
 
 def _mount_optional_apps() -> None:

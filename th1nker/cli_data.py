@@ -42,6 +42,19 @@ def register(app: typer.Typer, user_errors) -> None:
             atomic_write(corpus, lambda tmp: shutil.copyfile(CORPUS_PATH, tmp))
             typer.echo(f"wrote {corpus} (copy of {CORPUS_PATH.name})")
 
+    @data.command("corpus", epilog="Example: th1nker data corpus --out data/code")
+    @user_errors
+    def corpus(out: Path = typer.Option(..., help="folder for train.txt, held_out.txt, manifest.json"),
+               max_bytes: int = typer.Option(8_000_000, min=1, help="stop adding files at this many bytes"),
+               held_out_percent: int = typer.Option(10, min=1, max=50, help="share of files held out"),
+               root: Optional[Path] = typer.Option(None, help="folder of .py files (default: this Python's stdlib)")):
+        """Real text written by people, offline: the Python stdlib's sources, split by file."""
+        from th1nker.tasks.code_corpus import build_code_corpus
+
+        m = build_code_corpus(out, max_bytes, held_out_percent, root)
+        typer.echo(f"wrote {out} (Python {m['python']}): " + ", ".join(
+            f"{name} {len(s['files'])} files {s['bytes']} bytes" for name, s in m["splits"].items()))
+
     @data.command("plot-accuracy", epilog="Example: th1nker data plot-accuracy metrics.json --out plots/accuracy")
     @user_errors
     def plot_accuracy(metrics: Path = typer.Argument(..., help="output of `th1nker eval --json`"),

@@ -19,12 +19,14 @@ app = typer.Typer(help="Train and inspect sentencepiece BPE tokenizers.", no_arg
 @app.command(epilog=TRAIN)
 def train(corpus: Path = typer.Argument(..., help="Text file, one sentence a line."),
           vocab: int = typer.Option(5000, "--vocab", help="Largest vocabulary size."),
-          out: Path = typer.Option(Path("tok.model"), "--out", help="Where to write the .model.")):
+          out: Path = typer.Option(Path("tok.model"), "--out", help="Where to write the .model."),
+          keep_whitespace: bool = typer.Option(False, "--keep-whitespace",
+                                               help="code: keep spaces exactly (decode(encode(x)) == x)")):
     """Train a BPE tokenizer on CORPUS."""
     from th1nker.omni.tokenizer import Tokenizer
 
-    tokenizer = _run(lambda: Tokenizer.train(corpus, vocab, out))
-    sample = corpus.read_text().splitlines()[0]
+    tokenizer = _run(lambda: Tokenizer.train(corpus, vocab, out, keep_whitespace))
+    sample = next(line for line in corpus.read_text().splitlines() if line.strip())
     typer.echo(f"wrote {out}: {tokenizer.vocab_size} pieces (asked for {vocab}), pad/unk/bos/eos = "
                f"{tokenizer.pad_id}/{tokenizer.unk_id}/{tokenizer.bos_id}/{tokenizer.eos_id}")
     typer.echo(f"first line: {len(sample)} chars -> {len(tokenizer.encode(sample))} tokens")

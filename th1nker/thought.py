@@ -76,6 +76,31 @@ class WindowState:
 
 
 @dataclass
+class DecodeCache:
+    """Per generation, across the runs of every new token: the KV caches of each causal block call,
+    keyed by (block, call index in a run), holding the keys and values of the tokens before this run's."""
+
+    caches: dict[tuple[str, int], list] = field(default_factory=dict)
+
+    def get(self, block: str, index: int, new) -> list:
+        """The caches of `block`'s call `index`, made by `new()` at its first use."""
+        if (block, index) not in self.caches:
+            self.caches[(block, index)] = new()
+        return self.caches[(block, index)]
+
+    def pad(self, block: str, calls: int) -> None:
+        """A token left the loop after `calls` calls of `block`: its later calls' caches get the keys and
+        values of its last call (Huginn's early exit), so every call's cache covers the same tokens."""
+        last = self.caches.get((block, calls - 1))
+        for (name, index), layers in self.caches.items():
+            if name == block and index >= calls and last is not None:
+                for cache, src in zip(layers, last):
+                    n = src.length - cache.length
+                    if n > 0:
+                        cache.extend(src.k[..., -n:, :], src.v[..., -n:, :])
+
+
+@dataclass
 class Thought:
     """Named latent states (short-term memory) with the encoded inputs, memories and a record of the run.
 
@@ -88,7 +113,7 @@ class Thought:
     that ran it. halted: (B,) bool, set by the probe or a halting rule; all_live: no example has halted
     (kept by the loop, so schedules need not ask the device). last_action: (B,) the policy schedule's last
     choice per example (kept across steps and windows). reads: rows an on-disk memory read returned,
-    per block, at its latest call.
+    per block, at its latest call. decoding: set while generating token by token (per generation).
     """
 
     states: dict[str, Tensor]
@@ -109,6 +134,7 @@ class Thought:
     last_action: Tensor | None = None
     window: WindowState = field(default_factory=WindowState)
     reads: dict[str, Tensor] = field(default_factory=dict)
+    decoding: DecodeCache | None = None
 
     def __post_init__(self):
         ref = next(iter(self.states.values()))

@@ -6,10 +6,10 @@ import os
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
-from .layers import KVCache, RMSNorm, TransformerBlock, pop_aux_loss
+from .layers import KVCache, RMSNorm, Rotary, TransformerBlock, pop_aux_loss
 
 
 class ThinkerConfig(BaseModel):
@@ -28,6 +28,8 @@ class ThinkerConfig(BaseModel):
     top_k: int = 2
     tie_embeddings: bool = True
     dropout: float = 0.0
+    norm_eps: float = Field(1e-6, gt=0, description="RMSNorm epsilon")
+    rope_base: float = Field(10000.0, gt=0, description="rotary base (Llama's rope_theta)")
 
 
 class ThinkerLM(nn.Module):
@@ -49,6 +51,12 @@ class ThinkerLM(nn.Module):
                 nn.init.normal_(p, std=0.02)
         if config.tie_embeddings:
             self.head.weight = self.embed.weight
+        for m in self.modules():  # the layers take their defaults; the config's values replace them
+            if isinstance(m, RMSNorm):
+                m.eps = config.norm_eps
+            elif isinstance(m, Rotary):
+                m.register_buffer("inv_freq", Rotary(m.inv_freq.numel() * 2, config.rope_base).inv_freq,
+                                  persistent=False)
         # A debug option: raise at the first layer whose output is not finite. Off by default,
         # since each check is a host sync; the trainer skips non-finite updates once per update.
         self.check_finite = os.environ.get("TH1NKER_CHECK_FINITE") == "1"

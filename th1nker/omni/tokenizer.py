@@ -32,11 +32,18 @@ class Tokenizer:
         return self._sp.serialized_model_proto()
 
     @classmethod
-    def train(cls, corpus_path: str | Path, vocab_size: int, out_path: str | Path) -> "Tokenizer":
+    def train(cls, corpus_path: str | Path, vocab_size: int, out_path: str | Path,
+              keep_whitespace: bool = False) -> "Tokenizer":
         """Train a BPE model on a text file (one sentence a line) and write it to `out_path`.
 
         `vocab_size` is an upper bound: a small corpus yields fewer pieces instead of failing.
+        `keep_whitespace` (code): no normalisation, runs of spaces kept and learnable as pieces, so
+        decode(encode(line)) == line.
         """
+        exact = dict(normalization_rule_name="identity", remove_extra_whitespaces=False,
+                     allow_whitespace_only_pieces=True, split_digits=True, input_sentence_size=300_000,
+                     shuffle_input_sentence=True) if keep_whitespace else {}
+        spm.set_random_generator_seed(0)  # sentence sampling of large corpora: the same pieces every run
         corpus, out = Path(corpus_path), Path(out_path)
         if not corpus.is_file() or corpus.stat().st_size == 0:
             raise DataError(f"tokenizer corpus {corpus} is missing or empty")
@@ -47,7 +54,7 @@ class Tokenizer:
                 spm.SentencePieceTrainer.train(
                     input=str(corpus), model_prefix=os.path.join(tmp, "tok"), vocab_size=vocab_size,
                     model_type="bpe", pad_id=0, unk_id=1, bos_id=2, eos_id=3,
-                    hard_vocab_limit=False, character_coverage=1.0, minloglevel=2)
+                    hard_vocab_limit=False, character_coverage=1.0, minloglevel=2, **exact)
             except RuntimeError as e:  # e.g. a vocabulary smaller than the corpus' alphabet
                 raise DataError(f"cannot train a tokenizer on {corpus}: {e}") from e
             os.replace(os.path.join(tmp, "tok.model"), out)
@@ -56,6 +63,10 @@ class Tokenizer:
     def encode(self, text: str, bos: bool = False, eos: bool = False) -> list[int]:
         ids = self._sp.encode(text)
         return [self.bos_id] * bos + ids + [self.eos_id] * eos
+
+    def encode_lines(self, lines: list[str], eos: bool = False) -> list[list[int]]:
+        """`encode` of many lines at once (sentencepiece's batch call)."""
+        return [ids + [self.eos_id] * eos for ids in self._sp.encode(lines)]
 
     def decode(self, ids) -> str:
         """Text of `ids` (a list or a 1-D tensor); special ids decode to nothing."""

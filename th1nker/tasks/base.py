@@ -71,10 +71,14 @@ class Task(ABC):
         return self.batch(n or self.config.eval_examples, difficulty, g)
 
     def score(self, prediction: Tensor, batch: Batch) -> Tensor:
-        """Exact match per example: (B,) bool. `prediction` has the target's shape."""
+        """Exact match per example: (B,) bool. `prediction` has the target's shape, or (decoders that
+        choose their own length) as many positions as they decoded: the target's scored positions decide."""
         target = batch.target
         if target.dim() == 1:
             return prediction == target
+        if prediction.shape[1] != target.shape[1]:
+            missing = prediction.new_full((len(target), max(0, target.shape[1] - prediction.shape[1])), IGNORE)
+            prediction = torch.cat([prediction, missing], dim=1)[:, :target.shape[1]]
         scored = target != IGNORE
         return ((prediction == target) | ~scored).all(dim=1)
 

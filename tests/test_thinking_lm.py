@@ -1,0 +1,158 @@
+"""The thinking language model: the stdlib code corpus, the exact-whitespace tokenizer, the prelude run
+once per window, and generation whose KV cache gives the tokens of the uncached path."""
+
+import json
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from th1nker.cli import app
+from th1nker.errors import DataError
+from th1nker.generate import decode_text, encode_text, generate, next_logits
+from th1nker.model import Th1nker
+from th1nker.recipe import load_recipe
+from th1nker.tasks import make_task
+from th1nker.tasks.code_corpus import build_code_corpus, stdlib_files
+from th1nker.thought import DecodeCache
+
+from conftest import RECIPES
+
+runner = CliRunner()
+SMALL = 120_000  # bytes of stdlib code: enough for a tokenizer and a few windows
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    build_code_corpus(tmp_path / "code", max_bytes=SMALL)
+    return tmp_path / "code"
+
+
+def small_lm(corpus, *extra):
+    """recipes/thinking_lm.yaml on the small corpus, with a small width and a tokenizer trained on it."""
+    recipe = load_recipe(RECIPES / "thinking_lm.yaml", [f"task.path={corpus}", "task.tokenizer=null", "model.dim=32",
+                                                        "task.eval_examples=4", *extra])
+    task = make_task(recipe.task, recipe.seed)
+    torch.manual_seed(0)
+    return recipe, task, Th1nker(recipe, task.spec).eval()
+
+
+def test_corpus_is_split_by_file_and_reproducible(corpus, tmp_path):
+    manifest = json.loads((corpus / "manifest.json").read_text())
+    train, held = (manifest["splits"][s]["files"] for s in ("train.txt", "held_out.txt"))
+    assert train and held and not set(train) & set(held)
+    assert all("test/" not in f and "site-packages" not in f for f in train + held)
+    text = (corpus / "held_out.txt").read_text()
+    assert text.startswith(f"# file: {held[0]}\n") and all(f"# file: {f}\n" in text for f in held)
+    again = build_code_corpus(tmp_path / "again", max_bytes=SMALL)
+    assert again["splits"] == manifest["splits"]  # same files, same bytes, same sha256
+    assert manifest["splits"]["train.txt"]["bytes"] + manifest["splits"]["held_out.txt"]["bytes"] <= SMALL + 2 * len(train + held) * 80
+    assert len(stdlib_files()) > 500
+
+
+def test_text_lm_on_a_corpus_folder_keeps_code_exactly(corpus):
+    recipe, task, _ = small_lm(corpus)
+    lines = (corpus / "held_out.txt").read_text().split("\n")
+    assert decode_text(task.tokenizer, task.held_ids.tolist()) == "\n".join(lines) + "\n"
+    held_bytes = sum(len(line.encode()) + 1 for line in lines)
+    assert task.bytes_per_token == pytest.approx(held_bytes / len(task.held_ids))
+    indented = "    def f(x):\n        return  x  # two  spaces"
+    assert decode_text(task.tokenizer, encode_text(task.tokenizer, indented)) == indented
+
+
+def test_prelude_runs_once_per_gradient_window(corpus):
+    recipe, task, model = small_lm(corpus)
+    calls = {"prelude": 0, "core": 0}
+    for name in calls:
+        model.blocks[name].layers[0].register_forward_hook(lambda *a, n=name: calls.__setitem__(n, calls[n] + 1))
+    from th1nker.loop import think
+    from th1nker.plans import Window
+
+    batch = task.eval_batch(64, 2)
+    model.train()
+    events = list(think(model, batch, plan=[Window(3, False), Window(2, True)]))
+    assert calls == {"prelude": 2, "core": 5}
+    assert [type(e).__name__ for e in events].count("WindowEnd") == 1
+
+
+def test_cached_generation_gives_the_uncached_tokens(corpus):
+    recipe, task, model = small_lm(corpus)
+    prompt = encode_text(task.tokenizer, "import os\ndef main(")
+    cached = [t for t, _ in generate(model, prompt, 12, steps=3)]
+    uncached = [t for t, _ in generate(model, prompt, 12, steps=3, use_cache=False)]
+    assert cached == uncached
+    # and the logits themselves: the prompt plus 5 tokens, token by token vs all at once
+    ids = torch.tensor([prompt + cached[:5]])
+    decoding = DecodeCache()
+    next_logits(model, ids[:, :len(prompt)], 3, decoding)
+    for i in range(len(prompt), ids.shape[1]):
+        step, _ = next_logits(model, ids[:, i:i + 1], 3, decoding)
+    full, _ = next_logits(model, ids, 3)
+    torch.testing.assert_close(step, full, atol=1e-4, rtol=1e-4)
+    sampled = [t for t, _ in generate(model, prompt, 6, steps=2, temperature=1.0, top_k=20, top_p=0.9, seed=3)]
+    assert sampled == [t for t, _ in generate(model, prompt, 6, steps=2, temperature=1.0, top_k=20, top_p=0.9,
+                                               seed=3, use_cache=False)]
+
+
+def test_kl_exit_stops_early_and_keeps_every_cache_aligned(corpus):
+    recipe, task, model = small_lm(corpus)
+    prompt = encode_text(task.tokenizer, "x = 1\n")
+    out = list(generate(model, prompt, 6, steps=6, exit_kl=1e9))  # any change counts as settled
+    assert [used for _, used in out] == [6] + [2] * 5  # the prompt runs every iteration, later tokens exit
+    out = list(generate(model, prompt, 3, steps=6, exit_kl=-1.0))  # nothing ever settles
+    assert [used for _, used in out] == [6, 6, 6]
+
+
+def test_generate_cli_streams_text_and_refuses_a_bad_exit(corpus, tmp_path):
+    from th1nker.train.run import train_recipe
+
+    recipe = tmp_path / "lm.yaml"
+    recipe.write_text(f"base: {RECIPES / 'thinking_lm.yaml'}\ntask: {{path: {corpus}, tokenizer: null, "
+                      "eval_examples: 4}\nmodel: {dim: 32}\n")
+    train_recipe(recipe, ["train.max_updates=2", "train.batch_size=2", "tracking.enabled=false", "eval.steps=[1]"],
+                 tmp_path / "run", resume=False)
+    res = runner.invoke(app, ["generate", str(recipe), "--checkpoint", str(tmp_path / "run"), "--prompt", "def f(",
+                              "--steps", "2", "--max-new-tokens", "5"])
+    assert res.exit_code == 0, res.output
+    assert res.output.startswith("def f(") and "5 tokens in" in res.output and "cache on" in res.output
+    res = runner.invoke(app, ["generate", str(recipe), "--checkpoint", str(tmp_path / "run"), "--prompt", "x",
+                              "--exit", "kl:-1"])
+    assert res.exit_code == 2 and "kl:EPS" in res.output
+
+
+def test_output_text_decodes_answers_of_their_own_length_with_an_exact_cache():
+    from th1nker.loop import run_to_end
+
+    recipe = load_recipe(RECIPES / "text_answer.yaml", ["model.dim=32"])
+    task = make_task(recipe.task, recipe.seed)
+    torch.manual_seed(0)
+    model = Th1nker(recipe, task.spec).eval()
+    batch = task.eval_batch(1, 8)
+    thought = run_to_end(model, batch, steps=2)
+    block, state = model.blocks["answer"], thought.latest["answer"].logits
+    assert state.shape == thought.states["latent"].shape  # a step keeps the state; nothing decoded yet
+    cached = block.predict(state)
+    assert cached.shape == (8, recipe.model.blocks["answer"].max_len)
+    assert torch.equal(cached, block.predict(state, use_cache=False))
+    loss = model.step_loss(thought, batch)  # teacher forcing over the target's own length
+    assert loss.ndim == 0 and torch.isfinite(loss)
+    # exact match: a decoder that writes the answer then anything scores, one that misses a token does not
+    longer = torch.cat([batch.target.clamp(min=0), torch.zeros(8, 5, dtype=torch.long)], 1)
+    assert task.score(longer, batch).all() and not task.score(batch.target[:, :1].clamp(min=0) + 1, batch).any()
+
+
+def test_thinker_lm_recipe_generates_with_the_same_cache(tmp_path):
+    """recipes/thinker_lm.yaml (read -> Thinker stack -> head, one step) decodes through the same path."""
+    (tmp_path / "c.txt").write_text("".join(f"line {i} of the little corpus, with words.\n" for i in range(300)))
+    recipe = load_recipe(RECIPES / "thinker_lm.yaml", [f"task.path={tmp_path / 'c.txt'}", "model.dim=32",
+                                                       "model.blocks.lm.layers=2", "task.train=[16,16]",
+                                                       "task.eval=[16]", "task.eval_examples=4"])
+    task = make_task(recipe.task, recipe.seed)
+    torch.manual_seed(0)
+    model = Th1nker(recipe, task.spec).eval()
+    prompt = encode_text(task.tokenizer, "line 7 of")
+    assert [t for t, _ in generate(model, prompt, 10, steps=1)] == \
+        [t for t, _ in generate(model, prompt, 10, steps=1, use_cache=False)]
+    model.recipe.model.states["latent"].init = "random"  # a start drawn per position: refused, not wrong
+    with pytest.raises(DataError, match="init: learned"):
+        next(generate(model, prompt, 1, steps=1))
