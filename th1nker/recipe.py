@@ -35,8 +35,8 @@ class TaskConfig(Strict):
     image_size: int = Field(32, gt=0, description="image tasks: images are drawn at / resized to this square size "
                             "(= model.encoders.image.image_size)")
     size: int | None = Field(None, gt=0, description="sudoku: the grid side (4, 6 or 9); difficulty = clues given")
-    train_set: int | None = Field(None, gt=0, description="a fixed training set of this many instances per difficulty "
-                                  "(augmented on the fly where the task can); null = a fresh instance every time")
+    train_set: int | None = Field(None, gt=0, description="sudoku: train on one fixed set of this many instances, "
+                                  "spread over the task.train difficulties and augmented on the fly; null = fresh ones")
 
     @field_validator("kind")
     @classmethod
