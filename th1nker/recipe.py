@@ -54,8 +54,8 @@ class TaskConfig(Strict):
     data: DataConfig | None = Field(None, description="read examples from JSON-lines files instead of generating "
                                     "them (paths relative to the recipe file's folder); null = generate")
     size: int | None = Field(None, gt=0, description="sudoku: the grid side (4, 6 or 9); difficulty = clues given")
-    train_set: int | None = Field(None, gt=0, description="a fixed training set of this many instances per difficulty "
-                                  "(augmented on the fly where the task can); null = a fresh instance every time")
+    train_set: int | None = Field(None, gt=0, description="sudoku: train on one fixed set of this many instances, "
+                                  "spread over the task.train difficulties and augmented on the fly; null = fresh ones")
 
     @field_validator("kind")
     @classmethod
