@@ -112,10 +112,9 @@ def test_a_policy_schedule_is_refused_by_train_and_eval(tiny_recipe, tmp_path, v
     assert not (tmp_path / "run").exists()
 
 
-def test_a_cuda_device_on_a_machine_without_one_is_a_clear_error(tiny_recipe, tmp_path):
+def test_a_cuda_device_on_a_machine_without_one_is_a_clear_error(tiny_recipe, tmp_path, monkeypatch):
     import torch
 
-    if torch.cuda.is_available():
-        pytest.skip("this machine has CUDA")  # the error is for machines without it
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # a machine without CUDA, wherever this runs
     result = runner.invoke(app, ["train", str(tiny_recipe), "--set", "train.device=cuda", "--out", str(tmp_path / "r")])
     assert result.exit_code == 2 and "train.device" in result.output
