@@ -100,6 +100,8 @@ def print_accuracy(result: dict, console: Console, title: str = "exact-match acc
         best = max(row.values())
         table.add_row(d, *[f"[green]{row[s]:.3f}[/green]" if row[s] == best and best > 0 else f"{row[s]:.3f}" for s in steps])
     console.print(table)
+    for d, c in result.get("compute", {}).items():
+        console.print(f"difficulty {d}: {c['mean_block_calls']:.1f} block calls per example, {c['seconds']:.2f} s of thinking")
     for d, h in result.get("halting", {}).items():
         console.print(f"difficulty {d}: halts after {h['mean_steps']:.1f} steps on average, {h['halted']:.0%} halted")
 
