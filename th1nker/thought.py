@@ -193,8 +193,9 @@ class Thought:
         ran = torch.zeros(b, dtype=torch.bool, device=index.device).index_fill(0, index, True)
         for out in part.outputs:
             old = self.latest.get(out.block)
-            self.record(Output(out.step, out.block, _scatter(old and old.logits, out.logits, index, b), ran,
-                               None if out.halt is None else _scatter(old and old.halt, out.halt, index, b)))
+            logits = _scatter(None if old is None else old.logits, out.logits, index, b)
+            halt = None if out.halt is None else _scatter(None if old is None else old.halt, out.halt, index, b)
+            self.record(Output(out.step, out.block, logits, ran, halt))
         for name, read in part.reads.items():
             self.reads[name] = read.new_full((b, *read.shape[1:]), -1).index_copy(0, index, read)
 
