@@ -94,6 +94,9 @@ class ReadLongTermConfig(ReadConfig):
                              "join each pool (in-batch negatives), to learn to pick one block among many")
     search: Literal["torch", "faiss_ivf", "faiss_hnsw", "faiss_flat"] = Field(
         "torch", description="top-k over an on-disk store: exact in torch, or a faiss index (IVF, HNSW, flat)")
+    choose: int | None = Field(None, ge=2, description="outside training, read ONE block, picked by a learned "
+                               "chooser among the indexer's top-`choose` (trained by `th1nker rl` with "
+                               "rl.policy: reads); null = read the top_k")
 
     @model_validator(mode="after")
     def _attends(self):

@@ -11,6 +11,7 @@ from th1nker.blocks.base import BuildContext
 from th1nker.blocks.configs import ReadLongTermConfig
 from th1nker.blocks.read import ReadLayer
 from th1nker.errors import DataError
+from th1nker.memory.chooser import ReadChooser
 from th1nker.memory.compress import Compressor
 from th1nker.memory.indexer import Indexer, distill_loss
 from th1nker.registry import register
@@ -27,12 +28,18 @@ class ReadLongTermLayer(ReadLayer):
     block (dense warm-up) and distils the read attention into the indexer; evaluation reads the top-k.
     The compressed pool is cached for the gradient window (`thought.window.cache`), so the compressor
     is trained through every window that reads it.
+
+    With `choose: C`, evaluation reads one block, the one a `ReadChooser` picks among the indexer's
+    top-C (an action inside the step, learned by `th1nker rl` with `rl.policy: reads`). `top_k` and
+    `choosing` are attributes, so a comparison can read the top-k instead of the chooser's pick.
     """
 
     def __init__(self, config: ReadLongTermConfig, ctx: BuildContext):
         super().__init__(config, ctx)
         self.compressor = Compressor(config.compress, ctx.spec.vocab, ctx.dim)
         self.indexer = Indexer(ctx.dim, config.key_dim)
+        self.chooser = ReadChooser(ctx.dim) if config.choose else None
+        self.choosing, self.top_k = self.chooser is not None, config.top_k
 
     def source(self, thought: Thought) -> Source | None:
         memory = thought.longterm
@@ -50,7 +57,11 @@ class ReadLongTermLayer(ReadLayer):
         if self.training and torch.is_grad_enabled() and self.config.distill:
             loss = distill_loss(scores, self.block_attention(thought.latent, blocks))
             thought.window.losses.append(AuxLoss(f"indexer.{self.name}", loss, self.config.distill, reduce="sum"))
-        k = n if self.training and self.config.dense_train else min(self.config.top_k, n)
+        if self.choosing and not self.training:
+            prior, top = scores.topk(min(self.config.choose, n), dim=1)
+            candidates = blocks.gather(1, top[:, :, None, None].expand(-1, -1, *blocks.shape[2:]))
+            return Source(self._chosen(thought, candidates, prior))
+        k = n if self.training and self.config.dense_train else min(self.top_k, n)
         if k < n:
             top = scores.topk(k, dim=1).indices
             blocks = blocks.gather(1, top[:, :, None, None].expand(-1, -1, *blocks.shape[2:]))
@@ -73,10 +84,22 @@ class ReadLongTermLayer(ReadLayer):
         if memory.value_dim != m * d:
             raise DataError(f"{memory.path}: values of width {memory.value_dim}, but block '{self.name}' reads "
                             f"{m} latents of width {d} ({m * d}); build the store with this recipe")
-        _, rows = memory.search(self.indexer.query(thought.latent), self.config.top_k, self.config.search)
-        thought.reads[self.name] = rows
+        choosing = self.choosing and not self.training
+        k = self.config.choose if choosing else self.top_k
+        scores, rows = memory.search(self.indexer.query(thought.latent), k, self.config.search)
         values = memory.read("values", rows.cpu()).to(thought.latent)
-        return Source(values.view(b, -1, d))
+        if not choosing:
+            thought.reads[self.name] = rows
+            return Source(values.view(b, -1, d))
+        candidates = values.view(b, rows.shape[1], m, d)
+        chosen = self._chosen(thought, candidates, scores)
+        thought.reads[self.name] = rows.gather(1, thought.choices[-1].index[:, None])
+        return Source(chosen)
+
+    def _chosen(self, thought: Thought, candidates: Tensor, prior: Tensor) -> Tensor:
+        """(B, M, D): the one of each example's (B, C, M, D) candidates that the chooser picks."""
+        pick = self.chooser.choose(self.name, thought, candidates, prior)
+        return candidates[torch.arange(len(pick), device=pick.device), pick]
 
     @torch.no_grad()
     def block_attention(self, latent: Tensor, blocks: Tensor) -> Tensor:

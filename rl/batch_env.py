@@ -44,7 +44,7 @@ class BlockChoiceVecEnv:
         self.n_actions = len(graph.actions)
         self.max_len, self.max_steps = sched.max_len, sched.steps
         self.max_blocks = self.config.max_blocks or sched.steps * max(sched.max_len, len(sched.blocks()))
-        self.difficulties = difficulties or list(range(recipe.task.train[0], recipe.task.train[1] + 1))
+        self.difficulties = difficulties or self.config.difficulties or list(range(recipe.task.train[0], recipe.task.train[1] + 1))
         self.probe = sched.probe or next((k for k, b in model.blocks.items() if isinstance(b, Probe)), None)
         # the recipe's probe schedule consults the probe at every decision: charge it as that schedule does
         self.decision_cost = model.blocks[sched.probe].cost if sched.kind == "probe" else 0.0

@@ -288,6 +288,16 @@ class TeacherConfig(Strict):
     temperature: float = Field(1.0, gt=0, description="softmax temperature of both sides")
 
 
+class CleanMemoryConfig(Strict):
+    """Cleaned-memory training: a share of the batches run without background knowledge (the long-term
+    memory removed, and/or a medium-term store that keeps nothing), so that the model also learns to
+    solve from the input alone."""
+
+    fraction: float = Field(0.25, gt=0, le=1, description="share of training batches run with cleaned memory")
+    clear: list[Literal["longterm", "medium"]] = Field(["longterm"], min_length=1, description="which memories "
+                                                       "those batches run without")
+
+
 class TrainConfig(Strict):
     tbptt: TBPTTConfig = TBPTTConfig()
     optimizer: OptimizerConfig = OptimizerConfig()
@@ -304,6 +314,8 @@ class TrainConfig(Strict):
     aux_loss_weight: float = Field(0.01, ge=0, description="weight of auxiliary losses (MoE balance)")
     distributed: DistributedConfig = DistributedConfig()
     teacher: TeacherConfig | None = Field(None, description="kickstart from a trained run (see TeacherConfig)")
+    clean_memory: CleanMemoryConfig | None = Field(None, description="run a share of the batches with cleaned "
+                                                   "memory (see CleanMemoryConfig); null = never")
     max_skipped: int = Field(50, ge=1, description="stop the run (exit 2) when this many updates in a row were "
                              "skipped for a non-finite loss or gradient")
     precision: Literal["auto", "fp32", "bf16"] = Field(
@@ -328,6 +340,8 @@ class EvalConfig(Strict):
     batch_size: int = Field(256, gt=0)
     ablate: list[str] = Field([], description="inputs replaced by zeros at evaluation (ablation), e.g. [image]")
     halt: HaltConfig = Field(HaltConfig(), description="a halting rule: examples stop thinking once it holds")
+    clean_memory: bool = Field(False, description="evaluate without long-term memory (each example's pool removed): "
+                               "does the model still answer without background knowledge?")
 
 
 class TrackingConfig(Strict):
@@ -337,8 +351,14 @@ class TrackingConfig(Strict):
 
 
 class RLConfig(Strict):
-    """RL over block choices (`th1nker rl`): trains the probe that `schedule.probe` names."""
+    """RL (`th1nker rl`): over block choices (the probe that `schedule.probe` names) or over reads (the
+    choosers of read blocks with `choose` set)."""
 
+    policy: Literal["blocks", "reads"] = Field(
+        "blocks", description="blocks: the probe learns which block runs next and when to stop; reads: the "
+        "choosers of read_longterm blocks with `choose: C` learn which of the indexer's top-C blocks to read")
+    difficulties: list[int] | None = Field(None, min_length=1, description="difficulties of the episodes "
+                                           "(default: the task's training range)")
     algorithm: Literal["reinforce"] = Field("reinforce", description="policy gradient: REINFORCE with a batch-mean baseline")
     updates: int = Field(300, gt=0, description="policy updates")
     episodes: int = Field(64, gt=1, description="episodes per update, run as one batch of one difficulty")

@@ -56,6 +56,16 @@ class AuxLoss:
 
 
 @dataclass
+class ReadChoice:
+    """One choice a read block's chooser made at one call: which candidate each example read."""
+
+    block: str
+    index: Tensor     # (B,) the candidate read, 0 = the indexer's best
+    log_prob: Tensor  # (B,) its log-probability under the chooser (differentiable while exploring)
+    entropy: Tensor   # (B,) the entropy of the chooser's distribution
+
+
+@dataclass
 class WindowState:
     """What lives for one gradient window and must not cross its boundary: the blocks' auxiliary
     losses, and caches of values computed with the window's graph (e.g. compressed memory blocks)."""
@@ -114,6 +124,8 @@ class Thought:
     (kept by the loop, so schedules need not ask the device). last_action: (B,) the policy schedule's last
     choice per example (kept across steps and windows). reads: rows an on-disk memory read returned,
     per block, at its latest call. decoding: set while generating token by token (per generation).
+    explore: set by an RL trainer, read blocks with a chooser sample their choice with it (else greedy);
+    choices: every such choice of the run, in order (per run).
     """
 
     states: dict[str, Tensor]
@@ -135,6 +147,8 @@ class Thought:
     window: WindowState = field(default_factory=WindowState)
     reads: dict[str, Tensor] = field(default_factory=dict)
     decoding: DecodeCache | None = None
+    explore: torch.Generator | None = None
+    choices: list[ReadChoice] = field(default_factory=list)
 
     def __post_init__(self):
         ref = next(iter(self.states.values()))
@@ -180,8 +194,8 @@ class Thought:
         inputs = {k: Source(s.tokens[index], rows(s.mask), s.grid) for k, s in self.inputs.items()}
         return Thought({k: v[index] for k, v in self.states.items()}, inputs, store, rows(self.longterm),
                        self.focus, self.step, self.grids, cost=self.cost[index], calls=self.calls[index],
-                       halted=self.halted[index],
-                       window=WindowState(losses=self.window.losses))
+                       halted=self.halted[index], window=WindowState(losses=self.window.losses),
+                       explore=self.explore)
 
     def merge(self, part: "Thought", index: Tensor, written: str) -> None:
         """Take back what one call did on `select(index)`: the state it wrote, its cost, outputs and reads."""
@@ -198,6 +212,9 @@ class Thought:
             self.record(Output(out.step, out.block, logits, ran, halt))
         for name, read in part.reads.items():
             self.reads[name] = read.new_full((b, *read.shape[1:]), -1).index_copy(0, index, read)
+        for c in part.choices:  # rows that did not run the block chose nothing: index -1, log-probability 0
+            self.choices.append(ReadChoice(c.block, c.index.new_full((b,), -1).index_copy(0, index, c.index),
+                                           _scatter(None, c.log_prob, index, b), _scatter(None, c.entropy, index, b)))
 
     def end_window(self) -> "Thought":
         """A gradient-window boundary: stop gradients into everything computed so far, and drop

@@ -102,9 +102,13 @@ class KVFacts(Task):
         """Key symbols (n, F, key_len), values (n, F) and block token ids (n, F / facts, chunk) for key codes (n, F)."""
         n, count = codes.shape
         keys = codes[..., None] // self.symbols ** torch.arange(self.key_len - 1, -1, -1) % self.symbols
-        values = torch.randint(0, self.values, (n, count), generator=generator)
+        values = self._values(keys, generator)
         ids = torch.cat([keys, values[..., None] + self.symbols], dim=2).reshape(n, count // self.facts, self.chunk)
         return keys, values, ids
+
+    def _values(self, keys: Tensor, generator: torch.Generator) -> Tensor:
+        """(n, F) values of the (n, F, key_len) keys: random, so only the memory knows them."""
+        return torch.randint(0, self.values, keys.shape[:2], generator=generator)
 
     def encode(self, text: str) -> Batch:
         """A question (a key): its answer is unknown here, so the target is IGNORE."""
@@ -152,3 +156,14 @@ def _repeats(codes: Tensor) -> Tensor:
     """(n,) True where a row holds some code twice."""
     ordered = codes.sort(dim=1).values
     return (ordered[:, 1:] == ordered[:, :-1]).any(dim=1)
+
+
+@register_task("kv_rule")
+class KVRule(KVFacts):
+    """kv_facts whose values follow a rule of the key, (first symbol + second symbol) mod 16: the memory
+    holds the answer, and so does the question for a model that has learned the rule. A model that
+    always reads its memory can answer by looking up alone; one trained with cleaned-memory batches
+    (train.clean_memory) must also learn the rule, and keeps answering when its memory is gone."""
+
+    def _values(self, keys: Tensor, generator: torch.Generator) -> Tensor:
+        return (keys[..., 0] + keys[..., 1]) % self.values

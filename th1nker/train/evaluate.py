@@ -16,6 +16,7 @@ from th1nker.model import Th1nker
 from th1nker.recipe import load_recipe
 from th1nker.tasks import make_task
 from th1nker.train.device import pick_device
+from th1nker.train.clean_memory import without_longterm
 from th1nker.train.checkpoint import find_checkpoint, load_state, load_weights
 
 EVAL_SEED = 1234  # initial latents at evaluation: fixed, so evaluations are repeatable
@@ -36,6 +37,8 @@ def accuracy_by_steps(model: Th1nker, task, difficulties: list[int], steps: list
     accuracy, compute, halting = {}, {}, {}
     for d in difficulties:
         full = zeroed(task.eval_batch(d), model.recipe.eval.ablate)
+        if model.recipe.eval.clean_memory:
+            full = without_longterm(full)
         correct = dict.fromkeys(wanted, 0)
         halted_steps, calls, seconds = [], [], 0.0
         for lo in range(0, len(full), batch_size):

@@ -20,6 +20,7 @@ from th1nker.schedule import make_schedule
 from th1nker.train import checkpoint as ckpt_io
 from th1nker.train import distributed, speed
 from th1nker.train.device import pick_device
+from th1nker.train.clean_memory import MemoryCleaner
 from th1nker.train.teacher import Teacher, distill_loss
 from th1nker.train.optim import build_ema, build_optimizer, build_scheduler
 
@@ -89,6 +90,7 @@ class Trainer:
         if self.cfg.compile:
             speed.compile_blocks(self.model)
         self.teacher = Teacher(self.cfg.teacher, recipe, task, self.device) if self.cfg.teacher else None
+        self.cleaner = MemoryCleaner(self.cfg.clean_memory) if self.cfg.clean_memory else None
         self._updates = self._update_stream()
 
     @property
@@ -125,8 +127,11 @@ class Trainer:
     def _windows(self, plan):
         """One micro-batch's unroll: yields each gradient window after backpropagating its loss."""
         batch = distributed.shard_batch(self.task.train_batch(self.cfg.batch_size, self.generator)).to(self.device)
+        thought = None
+        if self.cleaner is not None:
+            batch, thought = self.cleaner.start(self.model, batch, self.generator)
         run = think(self.model, batch, self.schedule, plan=plan, loss_weights=self.cfg.loss_weights,
-                    noise=True, generator=self.generator)
+                    noise=True, generator=self.generator, thought=thought)
         weight = self.teacher.weight(self.update) if self.teacher else 0.0
         guide = self.teacher.step_logits(batch, sum(w.steps for w in plan)) if weight else []
         distill: list[torch.Tensor] = []
