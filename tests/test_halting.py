@@ -107,3 +107,34 @@ def test_eval_halts_by_rule_from_the_recipe_and_the_command_line(tiny_recipe, tm
 def test_every_rule_is_reachable_from_a_recipe(tiny_recipe, rule):
     recipe = load_recipe(tiny_recipe, [f"eval.halt.rule={rule}", "eval.halt.threshold=0.5"])
     assert recipe.eval.halt.rule == rule and make_halt(rule, 0.5) is not None
+
+
+def test_a_policy_step_syncs_with_the_host_once_per_decision(tiny_recipe, monkeypatch):
+    """Host syncs (bool(), .tolist(), .item(), .nonzero()) in one step of a policy schedule whose examples
+    take different blocks: one to see whether anyone can move, then one per decision."""
+    from th1nker.schedule import PolicySchedule
+
+    model, task, batch = model_and_batch(tiny_recipe)
+    decisions = []
+
+    def policy(thought, mask):  # everyone reads; then even rows think while odd rows answer; then the even ones answer
+        decisions.append(len(decisions))
+        rows = torch.arange(mask.shape[0])
+        if len(decisions) == 1:
+            return torch.zeros_like(rows)
+        return torch.where((rows % 2 == 0) & (len(decisions) == 2), 1, 2)
+
+    schedule = PolicySchedule(policy, max_len=5)
+    syncs = []
+    for name in ("__bool__", "tolist", "item", "nonzero"):
+        original = getattr(torch.Tensor, name)
+        monkeypatch.setattr(torch.Tensor, name, lambda self, *a, _o=original, _n=name, **k: (syncs.append(_n), _o(self, *a, **k))[1])
+    with torch.no_grad():
+        thought = model.start(batch)
+        syncs.clear()
+        for _ in schedule.step(model, thought):
+            pass
+    monkeypatch.undo()
+    assert model.graph.actions[:3] == ("read", "think", "answer")
+    assert thought.trace == ["read", "think", "answer", "answer"] and len(decisions) == 3
+    assert len(syncs) == 1 + len(decisions), syncs

@@ -95,15 +95,18 @@ class Th1nker(nn.Module):
                        grids=grids)
 
     # -- one call -----------------------------------------------------------------------------
-    def run_call(self, call: CallConfig | str, thought: Thought, rows: Tensor | None = None) -> Thought:
+    def run_call(self, call: CallConfig | str, thought: Thought, rows: Tensor | None = None,
+                 index: Tensor | None = None) -> Thought:
         """Run one call site (`repeat` times): the block reads `call.read` plus `call.add`, and its result
-        replaces `call.write`. With `rows` (B,) bool the block runs on those examples only (gathered,
-        then scattered back): the others cost nothing. Finding the rows is one host sync per call."""
+        replaces `call.write`. With `rows` (B,) bool, or the `index` of those rows, the block runs on
+        those examples only (gathered, then scattered back): the others cost nothing. Finding the rows
+        of a bool mask is one host sync per call; an index costs none."""
         call = as_call(call, self.default_state) if isinstance(call, str) else call
-        if rows is None:
+        if rows is None and index is None:
             return self._run(call, thought)
-        index = rows.nonzero().squeeze(1)
-        if len(index) == len(rows):
+        if index is None:
+            index = rows.nonzero().squeeze(1)
+        if len(index) == len(thought.cost):
             return self._run(call, thought)
         if len(index):
             thought.merge(self._run(call, thought.select(index)), index, call.write)

@@ -98,35 +98,44 @@ class PolicySchedule(Schedule):
         graph = model.graph
         table = model.mask_table()  # (A + 2, A + 1): row = last action (A = halt, A + 1 = none yet)
         n_actions = len(graph.actions)
+        is_end = torch.tensor([a in graph.end for a in graph.actions], device=table.device)
+        to_end = model.distance_to_end()
         last = thought.last_action
         if last is None:
             last = torch.full_like(thought.halted, n_actions + 1, dtype=torch.long)
-        done = thought.halted.clone()
-        to_end = model.distance_to_end()
-        for i in range(self.max_len):
+
+        def legal(i: int, last: Tensor, done: Tensor) -> tuple[Tensor, Tensor]:
             mask = table[last].clone()
             if i == 0:  # a step begins at a start block
                 mask[:, :n_actions] &= model.start_mask()
             mask[:, :n_actions] &= to_end <= self.max_len - i  # only blocks that can still end the step
-            done |= ~mask.any(dim=1)
-            if bool(done.all()):
-                break
+            return mask, done | ~mask.any(dim=1)
+
+        mask, done = legal(0, last, thought.halted.clone())
+        if bool(done.all()):
+            return
+        for i in range(self.max_len):
             choice = self.policy(thought, mask) if self.policy else (yield Decide(thought, mask, ~done, i))
             thought.cost = thought.cost + self.decision_cost * ~done
             choice = torch.where(done, torch.full_like(choice, -1), choice)
             halting = choice == n_actions
             thought.halted |= halting
-            done |= halting
-            for a in choice[choice >= 0].unique().tolist():
-                if a == n_actions:
-                    continue
-                rows = choice == a
-                model.run_call(graph.actions[a], thought, rows=rows)
-                last = torch.where(rows, torch.full_like(last, a), last)
-                if graph.actions[a] in graph.end:
-                    done |= rows
+            ran = (choice >= 0) & ~halting
+            group = torch.where(ran, choice, n_actions)  # rows grouped by the block they run
+            order = torch.argsort(group, stable=True)
+            last = torch.where(ran, choice, last)
+            done = done | halting | (ran & is_end[choice.clamp(0, n_actions - 1)])
+            if i + 1 < self.max_len:
+                mask, done = legal(i + 1, last, done)
+            # the one host sync of a decision: how many rows run each block, and whether any go on
+            sizes = torch.cat([torch.bincount(group, minlength=n_actions + 1)[:n_actions], done.all()[None]]).tolist()
+            lo = 0
+            for a, size in enumerate(sizes[:-1]):
+                if size:
+                    model.run_call(graph.actions[a], thought, index=order[lo:lo + size])
+                lo += size
             thought.last_action = last
-            if bool(done.all()):
+            if sizes[-1]:
                 break
         thought.last_action = last
 
