@@ -25,7 +25,11 @@ def compile_blocks(model: nn.Module) -> bool:
     warning, where torch.compile is unavailable (then the model stays eager)."""
     try:
         import torch._dynamo  # noqa: F401  (fails where dynamo is not supported)
+        import torch.fx.experimental._config as fx_config
 
+        # Sizes that happen to be equal (a batch of 8 strings of 8 bits) must not become a guard that
+        # recompiles when they differ.
+        fx_config.use_duck_shape = False
         for block in model.blocks.values():
             block.compile(dynamic=True)
     except Exception as e:  # platform-dependent: missing compiler, unsupported Python, ...
