@@ -31,7 +31,7 @@ def validate(recipe: Path, set_: Optional[list[str]] = SetOpt):
     from th1nker.recipe import load_recipe
 
     r = load_recipe(recipe, set_)
-    console.print(r.to_yaml(), end="", markup=False, highlight=False)
+    console.print(r.to_yaml().rstrip("\n"), markup=False, highlight=False)
     err_console.print(f"[green]ok[/green] {recipe}")
 
 
