@@ -53,12 +53,17 @@ class ReadChoiceTrainer(RLTrainer):
         self.difficulties = rl.difficulties or list(range(recipe.task.train[0], recipe.task.train[1] + 1))
         self.update = 0
 
-    def rl_update(self) -> dict[str, float]:
+    def rl_update(self, batch=None, memory=None) -> dict[str, float]:
+        """One update on a batch of the task (default: `rl.episodes` examples of a random difficulty);
+        `memory`: an on-disk LongTermMemory every episode reads instead of its own pool."""
         g, device = self.generator, next(self.model.parameters()).device
         d = self.difficulties[int(torch.randint(len(self.difficulties), (1,), generator=g))]
-        batch = self.task.batch(self.rl.episodes, d, g).to(device)
+        batch = (batch if batch is not None else self.task.batch(self.rl.episodes, d, g)).to(device)
+        d = batch.difficulty if batch.difficulty is not None else d
         thought = self.model.start(batch, g)
         thought.explore = g
+        if memory is not None:
+            thought.longterm = memory
         thought = run_to_end(self.model, batch, generator=g, thought=thought)
         correct = self.task.score(self.model.prediction(thought), batch).to(device)
         chosen = torch.stack([c.index >= 0 for c in thought.choices]).sum(0)
