@@ -72,10 +72,10 @@ def evaluate(trainer, task, horizons: dict[int, int], examples: dict[int, int], 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--minutes", type=float, default=30.0, help="training time per model")
-    ap.add_argument("--horizons", default="9:200,13:400,17:500,25:800,33:1000",
+    ap.add_argument("--horizons", default="5:100,9:200,13:400,17:500,25:800,33:1000",
                     help="size:most thinking steps evaluated, per held-out size (cells per side)")
     ap.add_argument("--steps", default="10,20,40,80,120,160,200,300,400,500,600,800,1000")
-    ap.add_argument("--examples", default="9:32,13:32,17:32,25:8,33:8", help="size:held-out mazes")
+    ap.add_argument("--examples", default="5:32,9:32,13:32,17:32,25:8,33:8", help="size:held-out mazes")
     ap.add_argument("--only", default="dtnet,feedforward")
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args()
