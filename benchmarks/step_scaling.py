@@ -68,10 +68,10 @@ def n_params(data: dict) -> int:
     return sum(p.numel() for p in Th1nker(r, make_task(r.task).spec).parameters())
 
 
-def train_and_eval(data: dict, steps: list[int]) -> dict:
+def train(data: dict):
+    """Train the recipe `data` as it says (max_updates / max_minutes): (trainer, task, fit summary)."""
     from th1nker.recipe import validate_recipe
     from th1nker.tasks import make_task
-    from th1nker.train.evaluate import accuracy_by_steps
     from th1nker.train.loop import Trainer
 
     recipe = validate_recipe(data)
@@ -79,6 +79,14 @@ def train_and_eval(data: dict, steps: list[int]) -> dict:
     trainer = Trainer(recipe, task)
     with tempfile.TemporaryDirectory() as tmp:
         summary = trainer.fit(Path(tmp))
+    return trainer, task, summary
+
+
+def train_and_eval(data: dict, steps: list[int]) -> dict:
+    from th1nker.train.evaluate import accuracy_by_steps
+
+    trainer, task, summary = train(data)
+    recipe = trainer.recipe
     result = accuracy_by_steps(trainer.eval_model, task, recipe.task.eval, steps, recipe.eval.batch_size)
     return {"params": sum(p.numel() for p in trainer.model.parameters()), "updates": summary["updates"],
             "minutes": round(summary["minutes"], 2), "accuracy": result["accuracy"]}

@@ -2,7 +2,7 @@
 9x9 cells, solves larger mazes by thinking longer and does not get worse past the steps it needs; a
 feed-forward net with the same parameter count, trained as long, does not.
 
-Two models, the same training time each, the same task (3-9-cell mazes in training):
+Two models, the same training time each, the same task (3-5-cell mazes in training, the paper's 5x5 to 9x9):
   dtnet        the recipe, evaluated at every size for each number of thinking steps;
   feedforward  the same conv2d+SwiGLU layers with separate weights in one pass (8 layers), at the width
                that matches DT-net's parameter count, trained with the same loss for the same time.
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from step_scaling import n_params, train_and_eval
+from step_scaling import n_params, train
 
 ROOT = Path(__file__).resolve().parents[1]
 FF_LAYERS = 8
@@ -54,32 +54,57 @@ def maze_seconds(size: int, n: int = 32) -> float:
     return round(time.perf_counter() - start, 3)
 
 
+def evaluate(trainer, task, horizons: dict[int, int], examples: dict[int, int], steps: list[int]) -> dict:
+    """Exact-path accuracy per size at each step count up to that size's horizon (long mazes need more
+    steps: the dead-end filling they need grows with the area), on `examples[size]` held-out mazes."""
+    from th1nker.train.evaluate import accuracy_by_steps
+
+    acc, seconds = {}, {}
+    for size, horizon in horizons.items():
+        task.config = task.config.model_copy(update={"eval_examples": examples[size]})
+        wanted = sorted({s for s in steps if s <= horizon} | {horizon})
+        r = accuracy_by_steps(trainer.eval_model, task, [size], wanted, trainer.recipe.eval.batch_size)
+        acc[str(size)], seconds[str(size)] = r["accuracy"][str(size)], r["compute"][str(size)]["seconds"]
+        print(f"  size {size}: {acc[str(size)]} ({seconds[str(size)]:.0f} s)", file=sys.stderr, flush=True)
+    return {"accuracy": acc, "eval_seconds": seconds}
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--minutes", type=float, default=8.0, help="training time per model")
-    ap.add_argument("--sizes", default="9,13,17,25,33")
-    ap.add_argument("--steps", default="10,30,60,100,200")
-    ap.add_argument("--examples", type=int, default=32, help="held-out mazes per size")
+    ap.add_argument("--minutes", type=float, default=30.0, help="training time per model")
+    ap.add_argument("--horizons", default="5:100,9:200,13:400,17:500,25:800,33:1000",
+                    help="size:most thinking steps evaluated, per held-out size (cells per side)")
+    ap.add_argument("--steps", default="10,20,40,80,120,160,200,300,400,500,600,800,1000")
+    ap.add_argument("--examples", default="5:32,9:32,13:32,17:32,25:8,33:8", help="size:held-out mazes")
+    ap.add_argument("--only", default="dtnet,feedforward")
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(1)  # measured: on 2 shared, loaded cores one thread ran 20x faster than two
-    sizes = [int(s) for s in args.sizes.split(",")]
+    horizons = {int(k): int(v) for k, v in (x.split(":") for x in args.horizons.split(","))}
+    examples = {int(k): int(v) for k, v in (x.split(":") for x in args.examples.split(","))}
     steps = [int(s) for s in args.steps.split(",")]
     minutes = 0.2 if args.quick else args.minutes
     if args.quick:
-        sizes, steps, args.examples = sizes[:2], steps[:2], 8
-    base = recipe(minutes, sizes, args.examples)
+        horizons, examples = {5: 20, 7: 40}, {5: 4, 7: 4}
+    base = recipe(minutes, list(horizons), 8)
     target = n_params(base)
     dim = min(range(8, 65, 2), key=lambda d: abs(n_params(feedforward(base, d)) - target))
-    out = {"claim": "DT-net trained on <= 9x9 mazes extrapolates to larger mazes by thinking longer; a same-size "
-                    "feed-forward net trained as long does not",
-           "train_sizes": base["task"]["train"], "minutes_per_model": minutes, "examples_per_size": args.examples,
+    out = {"claim": "DT-net trained on <= 5x5-cell mazes extrapolates to larger mazes by thinking longer; a "
+                    "same-size feed-forward net trained as long does not",
+           "train_sizes": base["task"]["train"], "minutes_per_model": minutes, "examples_per_size": examples,
            "maze_batch_seconds": {str(s): maze_seconds(s) for s in (9, 33, 59)}, "models": {}}
-    for name, (data, st) in {"dtnet": (base, steps), "feedforward": (feedforward(base, dim), [1])}.items():
-        out["models"][name] = train_and_eval(data, st)
-        print(f"{name}: {json.dumps(out['models'][name])}", file=sys.stderr)
+    for name in args.only.split(","):
+        data = base if name == "dtnet" else feedforward(base, dim)
+        trainer, task, summary = train(data)
+        result = {"params": sum(p.numel() for p in trainer.model.parameters()), "updates": summary["updates"],
+                  "minutes": round(summary["minutes"], 2)}
+        print(f"{name}: {json.dumps(result)}", file=sys.stderr, flush=True)
+        result.update(evaluate(trainer, task, horizons if name == "dtnet" else dict.fromkeys(horizons, 1),
+                               examples, steps if name == "dtnet" else [1]))
+        out["models"][name] = result
     out["feedforward_dim"] = dim
-    out["paper"] = {"dtnet_9x9_trained_59x59_solved": 1.0, "source": "Bansal et al. 2022, Fig. 1 / Table 1"}
+    out["paper"] = {"dtnet_9x9_trained_59x59_solved": 1.0, "source": "Bansal et al. 2022, Fig. 1 / Table 1",
+                    "sizes": "the paper's n x n maze has (n + 1) / 2 cells per side: 9x9 = 5 cells, 59x59 = 30"}
     out["machine"] = f"{platform.machine()} {torch.get_num_threads()} thread(s), torch {torch.__version__}"
     print(json.dumps(out))
 

@@ -160,6 +160,10 @@ class LabelOutputConfig(OutputConfig):
                        "'the answer is exactly right' (TRM's Q-halt head)")
     halt_bias: float = Field(-5.0, description="initial bias of the halting logit (negative = not yet right)")
     halt_weight: float = Field(0.5, ge=0, description="weight of the halting BCE in the step's loss")
+    halt_mode: Literal["bce", "q"] = Field(
+        "bce", description="with halt: true, bce: one logit, BCE on 'exactly right' (TRM); q: HRM's Q-learning "
+        "halting, two logits (halt, continue): halt on 'exactly right', continue on the sigmoid of the next "
+        "step's max(halt, continue) (its halt alone at the last step), computed ahead without gradient")
 
 
 class TextOutputConfig(OutputConfig):

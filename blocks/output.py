@@ -19,7 +19,8 @@ class OutputLayer(Block):
         super().__init__(config, ctx)
         self.norm = RMSNorm(ctx.dim)
         self.head = nn.Linear(ctx.dim, ctx.spec.classes)
-        self.halt = nn.Linear(ctx.dim, 1) if getattr(config, "halt", False) else None
+        q = getattr(config, "halt_mode", "bce") == "q"  # HRM's Q head: two logits, halt and continue
+        self.halt = nn.Linear(ctx.dim, 2 if q else 1) if getattr(config, "halt", False) else None
         if self.halt is not None:
             nn.init.constant_(self.halt.bias, config.halt_bias)
 
@@ -33,7 +34,8 @@ class OutputLayer(Block):
         return logits.argmax(-1)
 
     def output_loss(self, out: Output, target: Tensor) -> Tensor:
-        """The loss of one recorded output; with a halting head, plus its BCE on 'exactly right'."""
+        """The loss of one recorded output; with a halting head, plus its BCE on 'exactly right' (and, for a
+        Q head, the continue logit's BCE on the bootstrapped target the loop set, when it set one)."""
         loss = self.loss(out.logits, target)
         if out.halt is None:
             return loss
@@ -42,12 +44,16 @@ class OutputLayer(Block):
             right = pred == target
         else:
             right = ((pred[:, : target.shape[1]] == target) | (target == IGNORE)).all(1)
-        bce = F.binary_cross_entropy_with_logits(out.halt.float(), right.float())
+        halt = out.halt.float()
+        bce = F.binary_cross_entropy_with_logits(halt if halt.dim() == 1 else halt[:, 0], right.float())
+        if halt.dim() == 2 and out.q_next is not None:
+            bce = bce + F.binary_cross_entropy_with_logits(halt[:, 1], out.q_next.float())
         return loss + self.config.halt_weight * bce
 
     def forward(self, thought: Thought) -> Thought:
         latent = thought.latent
-        halt = self.halt(self.norm(latent).mean(dim=1)).squeeze(-1) if self.halt is not None else None
+        halt = self.halt(self.norm(latent).mean(dim=1)) if self.halt is not None else None
+        halt = halt.squeeze(-1) if halt is not None and halt.shape[-1] == 1 else halt
         thought.record(Output(thought.step, self.name, self.logits(latent), halt=halt))
         return thought
 

@@ -8,12 +8,15 @@ import pytest
 import torch
 
 from conftest import RECIPES
+from th1nker.errors import DataError
+from th1nker.halting import q as q_rule
 from th1nker.loop import WindowEnd, think
 from th1nker.model import Th1nker
 from th1nker.plans import PLANS, Window, plan_weights
 from th1nker.recipe import TaskConfig, TBPTTConfig, load_recipe
 from th1nker.tasks import make_task
 from th1nker.tasks.sudoku import Grid, augment
+from th1nker.thought import Output
 from th1nker.train.loop import Trainer, TorchRng
 
 ZOO = RECIPES / "zoo"
@@ -120,6 +123,43 @@ def test_halting_head_learns_from_bce_on_exactly_right(tiny_recipe):
     assert loss > head.loss(out.logits, batch.target)  # the BCE is added
     loss.backward()
     assert head.halt.weight.grad.abs().sum() > 0
+
+
+def test_q_halting_targets_bootstrap_from_the_next_step():
+    """HRM's Q-learning halting: continue at step t learns sigmoid(max(Q halt, Q continue) at t + 1), or
+    sigmoid(Q halt at t + 1) after the last step; halt learns 'exactly right'; the eval rule compares them."""
+    recipe = load_recipe(ZOO / "hrm_sudoku.yaml", ["task.train_set=8", "task.train=[20,22]", "train.batch_size=4"])
+    assert recipe.model.blocks["head"].halt_mode == "q"
+    task = make_task(recipe.task, 0)
+    model = Th1nker(recipe, task.spec)
+    assert model.q_halting and model.blocks["head"].halt.out_features == 2
+    torch.nn.init.normal_(model.blocks["head"].halt.weight)  # Q values that differ between steps and examples
+    batch = task.batch(4, 20, torch.Generator().manual_seed(0))
+    with torch.no_grad():  # the Q values of four plain steps (fixed initial states: the same every run)
+        q = [model.think(batch, steps=s).latest["head"].halt for s in (1, 2, 3, 4)]
+    targets = []
+    for event in think(model, batch, plan=[Window(1, True)] * 3):
+        if isinstance(event, WindowEnd):
+            out = event.thought.outputs[-1]
+            assert torch.allclose(out.halt, q[len(targets)], atol=1e-5)
+            targets.append(out.q_next)
+            event.loss.backward()
+    assert torch.allclose(targets[0], torch.sigmoid(q[1].amax(-1)), atol=1e-5)
+    assert torch.allclose(targets[1], torch.sigmoid(q[2].amax(-1)), atol=1e-5)
+    assert torch.allclose(targets[2], torch.sigmoid(q[3][:, 0]), atol=1e-5)  # the last step: halt alone
+    assert model.blocks["head"].halt.weight.grad[1].abs().sum() > 0  # the continue row learns
+    # the loss: cross-entropy + halt_weight x (BCE(halt, exactly right) + BCE(continue, target))
+    head = model.blocks["head"]
+    out = Output(0, "head", torch.zeros(2, 3, 6), halt=torch.tensor([[2.0, -1.0], [0.0, 3.0]]),
+                 q_next=torch.tensor([0.25, 1.0]))
+    target = torch.tensor([[0, 0, 0], [1, 1, 1]])
+    bce = torch.nn.functional.binary_cross_entropy_with_logits
+    want = head.loss(out.logits, target) + head.config.halt_weight * (
+        bce(torch.tensor([2.0, 0.0]), torch.tensor([1.0, 0.0])) + bce(torch.tensor([-1.0, 3.0]), out.q_next))
+    assert torch.allclose(head.output_loss(out, target), want)
+    assert q_rule(0.0)(out, None).tolist() == [True, False]  # Q(halt) > Q(continue)
+    with pytest.raises(DataError, match="halt_mode: q"):
+        q_rule(0.0)(Output(0, "head", torch.zeros(2, 3), halt=torch.zeros(2)), None)
 
 
 def test_trm_runs_one_shared_net_at_every_site_with_a_one_recursion_gradient():

@@ -8,7 +8,8 @@ cost nothing afterwards: schedules run their blocks on the live rows only.
     entropy   every position's predictive entropy (nats) <= threshold
     kl        the mean KL(now || previous step) over positions <= threshold (Huginn's zero-shot exit)
     head      the output block's halting head (`halt: true`, trained with BCE on "exactly right", as
-              TRM's) says right with probability >= threshold
+              TRM's) says right with probability >= threshold (a Q head: its halt value)
+    q         the output block's Q head (`halt_mode: q`, HRM's Q-learning halting): Q(halt) > Q(continue)
 """
 
 from __future__ import annotations
@@ -57,11 +58,21 @@ def head(threshold: float) -> HaltRule:
         if out.halt is None:
             raise DataError(f"eval.halt.rule: head reads a halting head, but block '{out.block}' has none; "
                             f"set model.blocks.{out.block}.halt: true (and train it) or pick another rule")
-        return torch.sigmoid(out.halt.float()) >= threshold
+        logit = out.halt.float()
+        return torch.sigmoid(logit if logit.dim() == 1 else logit[:, 0]) >= threshold
     return rule
 
 
-RULES: dict[str, Callable[[float], HaltRule]] = {"max_prob": max_prob, "entropy": entropy, "kl": kl, "head": head}
+def q(threshold: float) -> HaltRule:
+    def rule(out: Output, previous: Output | None) -> Tensor:
+        if out.halt is None or out.halt.dim() != 2:
+            raise DataError(f"eval.halt.rule: q reads a Q-halting head, but block '{out.block}' has none; "
+                            f"set model.blocks.{out.block}.halt: true and halt_mode: q (and train it) or pick another rule")
+        return out.halt[:, 0] > out.halt[:, 1]
+    return rule
+
+
+RULES: dict[str, Callable[[float], HaltRule]] = {"max_prob": max_prob, "entropy": entropy, "kl": kl, "head": head, "q": q}
 
 
 def make_halt(rule: str, threshold: float) -> HaltRule | None:

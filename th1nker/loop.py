@@ -13,12 +13,13 @@ from typing import Generator
 import torch
 from torch import Tensor
 
+from th1nker.errors import RecipeError
 from th1nker.events import Decide, Event, StepEnd, WindowEnd
 from th1nker.halting import HaltRule
 from th1nker.plans import Window, plan_weights
 from th1nker.schedule import Schedule, make_schedule
 from th1nker.tasks.base import Batch
-from th1nker.thought import Output, Thought
+from th1nker.thought import Output, Thought, WindowState
 
 __all__ = ["think", "run_to_end", "StepEnd", "WindowEnd", "Decide", "Event"]
 
@@ -39,6 +40,7 @@ def think(model, batch: Batch, schedule: Schedule | None = None, steps: int | No
     weights = plan_weights(loss_weights, plan)
     thought = thought or model.start(batch, generator)
     halts = schedule.halts or halt is not None
+    horizon = sum(w.steps for w in plan)
     backpropagated, t, previous = False, 0, None  # t: steps taken in this unroll
     for window in plan:
         thought = model.start(batch, generator) if window.fresh else thought.end_window()
@@ -53,6 +55,8 @@ def think(model, batch: Batch, schedule: Schedule | None = None, steps: int | No
             yield from _in_grad_mode(schedule.step(model, thought), window.grad)
             with torch.set_grad_enabled(window.grad):
                 thought.store.append(thought.states[model.default_state], thought.step)
+                if window.grad and model.q_halting:
+                    bootstrap_q(model, schedule, thought, last=t == horizon - 1)
                 if window.grad:
                     losses[t] = model.step_loss(thought, batch)
             thought.step, t = thought.step + 1, t + 1
@@ -68,6 +72,22 @@ def think(model, batch: Batch, schedule: Schedule | None = None, steps: int | No
         if halts and bool(thought.halted.all()):
             break
     return thought
+
+
+def bootstrap_q(model, schedule: Schedule, thought: Thought, last: bool) -> None:
+    """HRM's Q-learning target for this step's continue values: the next step, run ahead on a copy without
+    gradient; the sigmoid of its max(Q halt, Q continue), or of its Q halt alone after the last step."""
+    ahead = thought.select(torch.arange(len(thought.cost), device=thought.cost.device))
+    ahead.window = WindowState()  # nothing it computes joins this window's losses
+    with torch.no_grad():
+        for _ in schedule.step(model, ahead):
+            raise RecipeError("a Q-halting head (halt_mode: q) needs a schedule that runs without a caller's "
+                              "decisions in training: fixed, random or probe")
+        for out in thought.outputs:
+            nxt = ahead.latest.get(out.block)
+            if out.halt is not None and out.halt.dim() == 2 and nxt is not None:
+                q = nxt.halt.float()
+                out.q_next = torch.sigmoid(q[:, 0] if last else q.amax(-1))
 
 
 def _apply_halt(thought: Thought, halt: HaltRule | None, previous: Output | None) -> Output | None:

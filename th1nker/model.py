@@ -54,6 +54,12 @@ class Th1nker(nn.Module):
         return slots.pop() if len(slots) == 1 and isinstance(next(iter(slots)), int) else None
 
     @cached_property
+    def q_halting(self) -> bool:
+        """Whether an output block has a Q-learning halting head (the loop then bootstraps its targets)."""
+        return any(getattr(b.config, "halt", False) and getattr(b.config, "halt_mode", "bce") == "q"
+                   for b in self.blocks.values())
+
+    @cached_property
     def calls(self) -> list[CallConfig]:
         """The recipe's step as resolved calls (read and write filled in)."""
         return [as_call(e, self.default_state) for e in self.recipe.schedule.step]

@@ -327,10 +327,11 @@ class TrainConfig(Strict):
 class HaltConfig(Strict):
     """When an example stops thinking at evaluation (th1nker.halting); a probe schedule halts on its own."""
 
-    rule: Literal["none", "max_prob", "entropy", "kl", "head"] = Field(
+    rule: Literal["none", "max_prob", "entropy", "kl", "head", "q"] = Field(
         "none", description="none; max_prob: every position's top probability >= threshold; entropy: every "
         "position's entropy (nats) <= threshold; kl: mean KL between successive steps' outputs <= threshold; "
-        "head: the output block's halting head (halt: true) says right with probability >= threshold")
+        "head: the output block's halting head (halt: true) says right with probability >= threshold; "
+        "q: its Q head (halt_mode: q) values halting above continuing (threshold unused)")
     threshold: float = Field(0.9, ge=0, description="the rule's threshold")
 
 

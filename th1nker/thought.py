@@ -30,15 +30,17 @@ class Output:
     block: str
     logits: Tensor
     rows: Tensor | None = None  # (B,) bool: the examples that ran the block (None = all)
-    halt: Tensor | None = None  # (B,) halting logits, when the block has a halting head
+    halt: Tensor | None = None  # (B,) halting logits, or (B, 2) Q-values (halt, continue) for a Q-halting head
+    q_next: Tensor | None = None  # (B,) a Q head's bootstrapped continue target, set by the loop in training
 
     def detached(self) -> "Output":
         return Output(self.step, self.block, self.logits.detach(), self.rows,
-                      None if self.halt is None else self.halt.detach())
+                      None if self.halt is None else self.halt.detach(), self.q_next)
 
     def only(self, index: Tensor) -> "Output":
         """The examples `index` (a bool mask or indices) of this output."""
-        return Output(self.step, self.block, self.logits[index], None, None if self.halt is None else self.halt[index])
+        return Output(self.step, self.block, self.logits[index], None, None if self.halt is None else self.halt[index],
+                      None if self.q_next is None else self.q_next[index])
 
 
 @dataclass
@@ -179,7 +181,8 @@ class Thought:
         old = self.latest.get(out.block)
         if out.rows is not None and old is not None:
             rows = out.rows.view(-1, *([1] * (out.logits.dim() - 1)))
-            halt = out.halt if out.halt is None or old.halt is None else torch.where(out.rows, out.halt, old.halt)
+            halt = out.halt if out.halt is None or old.halt is None else \
+                torch.where(out.rows.view(-1, *([1] * (out.halt.dim() - 1))), out.halt, old.halt)
             out = Output(out.step, out.block, torch.where(rows, out.logits, old.logits), None, halt)
         self.latest[out.block] = out
         self.last_block = out.block
