@@ -304,6 +304,9 @@ class TrainConfig(Strict):
     aux_loss_weight: float = Field(0.01, ge=0, description="weight of auxiliary losses (MoE balance)")
     distributed: DistributedConfig = DistributedConfig()
     teacher: TeacherConfig | None = Field(None, description="kickstart from a trained run (see TeacherConfig)")
+    init: str | None = Field(None, description="fine-tune: start from the weights of this run folder of `th1nker "
+                             "train` (its newest checkpoint, EMA weights when kept); the model section must build "
+                             "the same tensors; optimiser, schedule and update count start fresh")
     max_skipped: int = Field(50, ge=1, description="stop the run (exit 2) when this many updates in a row were "
                              "skipped for a non-finite loss or gradient")
     precision: Literal["auto", "fp32", "bf16"] = Field(

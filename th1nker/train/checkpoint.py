@@ -274,6 +274,22 @@ def load_weights(module: torch.nn.Module, file: Path, state: dict, recipe_dict: 
     distributed.load_full_state_dict(module, tensors)
 
 
+def load_model_weights(model: torch.nn.Module, path: Path, recipe_dict: dict, use_ema: bool = True) -> torch.nn.Module:
+    """`model` with the weights of the checkpoint at `path` (a run, checkpoints/ or step folder): its EMA
+    weights when it kept them and `use_ema`. Returns the module that holds them (the EMA's inner model)."""
+    ckpt = find_checkpoint(path)
+    state = load_state(ckpt)
+    ema = ckpt / "ema.safetensors"
+    if use_ema and ema.exists():
+        from torch.optim.swa_utils import AveragedModel
+
+        holder = AveragedModel(model, use_buffers=True)
+        load_weights(holder, ema, state, recipe_dict)
+        return holder.module
+    load_weights(model, ckpt / "model.safetensors", state, recipe_dict)
+    return model
+
+
 def load_trainer_state(ckpt: Path, optimizer, scheduler, generator: torch.Generator, state: dict) -> None:
     """Restore optimizer, scheduler and RNG states for an exact resume (with as many processes as wrote it)."""
     saved, world = state.get("world_size", 1), distributed.world_size()
