@@ -23,10 +23,14 @@ class RMSNorm(nn.Module):
 
 
 class Rotary(nn.Module):
-    """Rotary position embedding; the cos/sin table grows on demand to any length."""
+    """Rotary position embedding; the cos/sin table grows on demand to any length. `pairs` says which
+    channels rotate together: "interleaved" (2i, 2i + 1), or "half" (i, i + d/2) as Llama does."""
 
-    def __init__(self, head_dim: int, base: float = 10000.0):
+    def __init__(self, head_dim: int, base: float = 10000.0, pairs: str = "interleaved"):
         super().__init__()
+        if pairs not in ("interleaved", "half"):
+            raise ValueError(f"pairs: 'interleaved' or 'half', got {pairs!r}")
+        self.pairs = pairs
         inv_freq = 1.0 / base ** (torch.arange(0, head_dim, 2).float() / head_dim)
         self.register_buffer("inv_freq", inv_freq, persistent=False)
         self._cos = self._sin = None
@@ -45,6 +49,9 @@ class Rotary(nn.Module):
         length = x.shape[-2]
         cos, sin = self._table(offset + length, x.device)
         cos, sin = cos[offset : offset + length].to(x.dtype), sin[offset : offset + length].to(x.dtype)
+        if self.pairs == "half":
+            x1, x2 = x.chunk(2, dim=-1)
+            return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
         x1, x2 = x[..., 0::2], x[..., 1::2]
         return torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).flatten(-2)
 
