@@ -30,7 +30,7 @@ from th1nker.loop import StepEnd, think
 from th1nker.train.evaluate import load_model
 
 DEPTHS = [1, 2, 4, 8, 16, 32, 64]
-EPS = [1e-2, 3e-3, 1e-3, 3e-4]
+EPS = [1e-1, 3e-2, 1e-2, 3e-3, 1e-3, 3e-4]
 
 
 @torch.no_grad()
