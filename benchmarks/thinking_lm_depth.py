@@ -84,9 +84,11 @@ def main() -> None:
                         help="a non-recurrent run, measured at r = 1 (repeatable)")
     parser.add_argument("--examples", type=int, default=512, help="held-out windows")
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--depths", default=",".join(map(str, DEPTHS)), help="recurrences r to measure, e.g. 1")
     parser.add_argument("--quick", action="store_true", help="a tiny run to check the script")
     args = parser.parse_args()
-    depths, eps = (DEPTHS, EPS) if not args.quick else ([1, 2, 4], [1e-2])
+    depths = [int(r) for r in args.depths.split(",")]
+    depths, eps = (depths, EPS if max(depths) > 1 else []) if not args.quick else ([1, 2, 4], [1e-2])
     examples = 8 if args.quick else args.examples
     out = {"benchmark": "thinking_lm_depth", "what": "held-out bits per byte vs test-time recurrence r",
            "recurrent": measure(args.run, depths, eps, examples, args.batch_size)}
