@@ -8,7 +8,10 @@ the cap; the mean of those t is the iterations per token. In this measurement ev
 to the cap (later positions read earlier ones' states at every iteration), so it reports where the
 answers settle, not compute saved.
 
-    python benchmarks/thinking_lm_depth.py recipes/thinking_lm.yaml runs/thinking_lm [--baseline runs/thinking_lm_r1]
+    python benchmarks/thinking_lm_depth.py runs/thinking_lm [--baseline same_params=runs/thinking_lm_r1 ...]
+
+Each run is read with its own resolved recipe (RUN/recipe.yaml); a baseline (a non-recurrent run) is
+measured at r = 1 on the same held-out windows.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import argparse
 import json
 import math
 import platform
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -26,12 +30,12 @@ from th1nker.loop import StepEnd, think
 from th1nker.train.evaluate import load_model
 
 DEPTHS = [1, 2, 4, 8, 16, 32, 64]
-EPS = [1e-2, 3e-3, 1e-3, 3e-4]
+EPS = [1e-1, 3e-2, 1e-2, 3e-3, 1e-3, 3e-4]
 
 
 @torch.no_grad()
-def measure(recipe_path, checkpoint, depths, eps_list, overrides, examples, batch_size):
-    recipe, task, model = load_model(recipe_path, checkpoint, overrides)
+def measure(run, depths, eps_list, examples, batch_size):
+    recipe, task, model = load_model(Path(run) / "recipe.yaml", Path(run), [])
     length = recipe.task.eval[0]
     full = task.eval_batch(length, examples)
     cap = max(depths)
@@ -75,20 +79,22 @@ def measure(recipe_path, checkpoint, depths, eps_list, overrides, examples, batc
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("recipe")
-    parser.add_argument("checkpoint")
-    parser.add_argument("--baseline", help="run of the same recipe trained with r = 1 (schedule.steps=1, tbptt full)")
+    parser.add_argument("run", help="run folder of the recurrent model (`th1nker train ... --out RUN`)")
+    parser.add_argument("--baseline", action="append", default=[], metavar="NAME=RUN",
+                        help="a non-recurrent run, measured at r = 1 (repeatable)")
     parser.add_argument("--examples", type=int, default=512, help="held-out windows")
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--depths", default=",".join(map(str, DEPTHS)), help="recurrences r to measure, e.g. 1")
     parser.add_argument("--quick", action="store_true", help="a tiny run to check the script")
     args = parser.parse_args()
-    depths, eps = (DEPTHS, EPS) if not args.quick else ([1, 2, 4], [1e-2])
+    depths = [int(r) for r in args.depths.split(",")]
+    depths, eps = (depths, EPS if max(depths) > 1 else []) if not args.quick else ([1, 2, 4], [1e-2])
     examples = 8 if args.quick else args.examples
     out = {"benchmark": "thinking_lm_depth", "what": "held-out bits per byte vs test-time recurrence r",
-           "recurrent": measure(args.recipe, args.checkpoint, depths, eps, [], examples, args.batch_size)}
-    if args.baseline:
-        out["baseline_r1"] = measure(args.recipe, args.baseline, [1], [], ["schedule.steps=1"], examples,
-                                     args.batch_size)
+           "recurrent": measure(args.run, depths, eps, examples, args.batch_size)}
+    for spec in args.baseline:
+        name, _, run = spec.partition("=")
+        out[name] = measure(run, [1], [], examples, args.batch_size)
     out["machine"] = f"{platform.machine()}, {torch.get_num_threads()} threads"
     print(json.dumps(out))
 

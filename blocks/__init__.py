@@ -12,7 +12,7 @@ _WHERE = {
     "ReadLatentLayer": "read", "ReadLongTermLayer": "longterm", "ProcessLayer": "process",
     "OutputLayer": "output", "TokenOutput": "output", "ClassOutput": "output", "SpeechOutput": "speech",
     "TextOutput": "text_output",
-    "Probe": "probe", "ThinkerBlock": "thinker",
+    "Probe": "probe", "ThinkerBlock": "thinker", "ThinkerLMOutput": "thinker_lm",
 }
 
 __all__ = sorted(_WHERE)

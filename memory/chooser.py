@@ -15,7 +15,7 @@ class ReadChooser(nn.Module):
     """One logit per candidate block: logit_c = a * prior_c + g * max_m q(latent) . k(x_cm) / sqrt(D).
 
     prior: the indexer's log-softmaxed scores of the candidates, so that an untrained chooser (a = 1,
-    g = 0) picks what the indexer ranks first; the learned match of the latent against each of the
+    k = 0: an equal match for every candidate) picks what the indexer ranks first; the learned match of the latent against each of the
     candidate's latents is what RL adds (`th1nker rl` with `rl.policy: reads`). Inputs are detached:
     the chooser changes which block is read, never what the model computes from it.
     """
@@ -25,7 +25,11 @@ class ReadChooser(nn.Module):
         self.q = nn.Sequential(RMSNorm(dim), nn.Linear(dim, dim))
         self.k = nn.Sequential(RMSNorm(dim), nn.Linear(dim, dim))
         self.prior_weight = nn.Parameter(torch.ones(()))
-        self.match_weight = nn.Parameter(torch.zeros(()))
+        self.match_weight = nn.Parameter(torch.ones(()))
+        # Zero keys: the match starts equal for every candidate (so the indexer's order decides), yet
+        # its gradient is not zero, as it would be with a zero match weight.
+        nn.init.zeros_(self.k[1].weight)
+        nn.init.zeros_(self.k[1].bias)
 
     def forward(self, latent: Tensor, candidates: Tensor, prior: Tensor) -> Tensor:
         """(B, L, D) latent, (B, C, M, D) candidates, (B, C) indexer scores -> (B, C) logits."""

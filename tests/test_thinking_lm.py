@@ -8,7 +8,6 @@ import torch
 from typer.testing import CliRunner
 
 from th1nker.cli import app
-from th1nker.errors import DataError
 from th1nker.generate import decode_text, encode_text, generate, next_logits
 from th1nker.model import Th1nker
 from th1nker.recipe import load_recipe
@@ -141,18 +140,38 @@ def test_output_text_decodes_answers_of_their_own_length_with_an_exact_cache():
     assert task.score(longer, batch).all() and not task.score(batch.target[:, :1].clamp(min=0) + 1, batch).any()
 
 
-def test_thinker_lm_recipe_generates_with_the_same_cache(tmp_path):
-    """recipes/thinker_lm.yaml (read -> Thinker stack -> head, one step) decodes through the same path."""
+def test_thinker_lm_recipe_trains_the_real_thinker_that_generate_and_convert_use(tmp_path):
+    """recipes/thinker_lm.yaml is one thinker_lm block: a ThinkerLM trained by the normal trainer, whose
+    cached generate `th1nker generate` runs and whose run `th1nker convert to-hf` writes."""
+    from th1nker.omni.convert import read_llama_folder
+    from th1nker.omni.thinker import ThinkerLM
+    from th1nker.train.evaluate import load_model
+    from th1nker.train.run import train_recipe
+
     (tmp_path / "c.txt").write_text("".join(f"line {i} of the little corpus, with words.\n" for i in range(300)))
-    recipe = load_recipe(RECIPES / "thinker_lm.yaml", [f"task.path={tmp_path / 'c.txt'}", "model.dim=32",
-                                                       "model.blocks.lm.layers=2", "task.train=[16,16]",
-                                                       "task.eval=[16]", "task.eval_examples=4"])
-    task = make_task(recipe.task, recipe.seed)
-    torch.manual_seed(0)
-    model = Th1nker(recipe, task.spec).eval()
+    recipe = tmp_path / "lm.yaml"
+    recipe.write_text(f"base: {RECIPES / 'thinker_lm.yaml'}\ntask: {{path: {tmp_path / 'c.txt'}, train: [16, 16], "
+                      "eval: [16], eval_examples: 4}\nmodel: {dim: 32, blocks: {lm: {layers: 2}}}\n")
+    train_recipe(recipe, ["train.max_updates=3", "train.batch_size=4", "tracking.enabled=false"], tmp_path / "run", False)
+    _, task, model = load_model(recipe, tmp_path / "run", [])
+    lm = model.blocks["lm"].lm
+    assert isinstance(lm, ThinkerLM) and lm.config.rope_pairs == "half" and lm.head.weight is lm.embed.weight
+    assert sum(p.numel() for p in model.encoders.parameters()) == 0  # the ThinkerLM embeds the ids itself
     prompt = encode_text(task.tokenizer, "line 7 of")
-    assert [t for t, _ in generate(model, prompt, 10, steps=1)] == \
-        [t for t, _ in generate(model, prompt, 10, steps=1, use_cache=False)]
-    model.recipe.model.states["latent"].init = "random"  # a start drawn per position: refused, not wrong
-    with pytest.raises(DataError, match="init: learned"):
-        next(generate(model, prompt, 1, steps=1))
+    looped = [t for t, _ in generate(model, prompt, 10, steps=1)]
+    assert looped == [t for t, _ in generate(model, prompt, 10, steps=1, use_cache=False)]
+    assert lm.generate(torch.tensor([prompt]), 10)[0, len(prompt):].tolist() == looped
+    res = runner.invoke(app, ["generate", str(recipe), "--checkpoint", str(tmp_path / "run"), "--prompt", "line 7 of",
+                              "--max-new-tokens", "10"])
+    assert res.exit_code == 0, res.output
+    assert res.output.startswith(decode_text(task.tokenizer, prompt + looped)) and "ThinkerLM.generate" in res.output
+    res = runner.invoke(app, ["generate", str(recipe), "--checkpoint", str(tmp_path / "run"), "--prompt", "x",
+                              "--steps", "4"])
+    assert res.exit_code == 2 and "one forward pass per token" in res.output
+    res = runner.invoke(app, ["convert", "to-hf", str(tmp_path / "run"), "--out", str(tmp_path / "hf")])
+    assert res.exit_code == 0, res.output
+    ids = torch.tensor([prompt])
+    with torch.no_grad():
+        torch.testing.assert_close(read_llama_folder(tmp_path / "hf")(ids)[0], lm(ids)[0], atol=1e-5, rtol=0)
+    res = runner.invoke(app, ["convert", "to-hf", str(tmp_path), "--out", str(tmp_path / "x")])
+    assert res.exit_code == 2 and "no recipe.yaml" in res.output

@@ -210,6 +210,13 @@ def test_every_shipped_recipe_validates_and_trains(path, tmp_path):
 
         build_code_corpus(tmp_path / "code", max_bytes=120_000)
         extra = [f"task.path={tmp_path / 'code'}", "task.tokenizer=null"]
+    elif recipe.task.kind == "code_qa":  # the code LM's tokenizer (a small one here); no run to start from
+        from th1nker.omni.tokenizer import Tokenizer
+        from th1nker.tasks.code_corpus import build_code_corpus
+
+        build_code_corpus(tmp_path / "code", max_bytes=60_000)
+        Tokenizer.train(tmp_path / "code" / "train.txt", 300, tmp_path / "tok.model", keep_whitespace=True)
+        extra = [f"task.tokenizer={tmp_path / 'tok.model'}", "train.init=null"]
     else:
         extra = []
     if recipe.task.data is not None:  # the files it reads, as the DVC pipeline's prepare stage writes them

@@ -46,7 +46,7 @@ def register(app: typer.Typer, user_errors) -> None:
                  no_cache: bool = typer.Option(False, help="recompute the whole sequence for every token"),
                  set_: Optional[list[str]] = typer.Option(None, "--set", help="override a recipe field")):
         """Continue PROMPT token by token, printing text as it comes."""
-        from th1nker.generate import EXIT_CAP, decode_text, encode_text, generate as run
+        from th1nker.generate import EXIT_CAP, decode_text, encode_text, generate as run, thinker_lm_of
         from th1nker.train.evaluate import load_model
 
         exit_kl = parse_exit(exit_)
@@ -54,6 +54,9 @@ def register(app: typer.Typer, user_errors) -> None:
         if task.tokenizer is None or "text" not in model.encoders:
             raise DataError(f"{recipe}: generate needs a text language-model recipe (task.kind: text_lm)")
         ids = encode_text(task.tokenizer, prompt.replace("\\n", "\n"))
+        if thinker_lm_of(model) is not None:
+            return _thinker_lm(thinker_lm_of(model), task.tokenizer, ids, exit_kl, steps, max_new_tokens,
+                               temperature, top_k, top_p, seed, no_cache)
         steps = steps or (EXIT_CAP if exit_kl else recipe_.schedule.steps)
         new, iters, shown = [], [], decode_text(task.tokenizer, ids)
         typer.echo(shown, nl=False)
@@ -69,3 +72,24 @@ def register(app: typer.Typer, user_errors) -> None:
         typer.echo("")
         typer.echo(f"[{len(new)} tokens in {seconds:.2f} s, {len(new) / seconds:.1f} tokens/s, "
                    f"{sum(iters) / len(iters):.1f} iterations per token, cache {'off' if no_cache else 'on'}]", err=True)
+
+
+def _thinker_lm(lm, tokenizer, ids, exit_kl, steps, max_new_tokens, temperature, top_k, top_p, seed, no_cache):
+    """A thinker_lm recipe: ThinkerLM.generate itself (one forward pass per token, its own KV cache)."""
+    import torch
+
+    from th1nker.generate import decode_text
+
+    if exit_kl is not None or (steps or 1) != 1:
+        raise RecipeError("--steps / --exit: a thinker_lm recipe runs one forward pass per token; drop them")
+    if len(ids) + max_new_tokens > lm.config.context:
+        raise DataError(f"--prompt ({len(ids)} tokens) + --max-new-tokens {max_new_tokens} exceed the model's "
+                        f"context {lm.config.context}; shorten the prompt or ask for fewer tokens")
+    start = time.perf_counter()
+    out = lm.generate(torch.tensor([ids], device=next(lm.parameters()).device), max_new_tokens, temperature,
+                      top_k, top_p, use_cache=not no_cache, seed=seed)
+    seconds = time.perf_counter() - start
+    new = out[0, len(ids):].tolist()
+    typer.echo(decode_text(tokenizer, ids + new))
+    typer.echo(f"[{len(new)} tokens in {seconds:.2f} s, {len(new) / seconds:.1f} tokens/s, ThinkerLM.generate, "
+               f"cache {'off' if no_cache else 'on'}]", err=True)

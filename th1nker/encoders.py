@@ -16,14 +16,14 @@ from th1nker.thought import Source
 
 
 class TextEncoder(nn.Module):
-    """Token ids (B, S) -> (B, S, D) embeddings."""
+    """Token ids (B, S) -> (B, S, D) embeddings, the ids kept beside them (D = 0 when a block embeds them)."""
 
     def __init__(self, vocab: int, dim: int):
         super().__init__()
         self.embed = nn.Embedding(vocab, dim)
 
     def forward(self, ids: Tensor, mask: Tensor | None, grid) -> Source:
-        return Source(self.embed(ids), mask, grid)
+        return Source(self.embed(ids), mask, grid, ids)
 
 
 class ImageEncoder(nn.Module):
@@ -61,8 +61,10 @@ class AudioInputEncoder(nn.Module):
 
 
 def build_encoders(model: ModelConfig, vocab: int) -> nn.ModuleDict:
-    """The text encoder, plus the image and audio encoders the recipe declares."""
-    encoders = {"text": TextEncoder(vocab, model.dim)}
+    """The text encoder, plus the image and audio encoders the recipe declares. Where a `thinker_lm` block
+    embeds the text itself, the text encoder has no weights (it passes the ids on)."""
+    embeds = any(b.kind == "thinker_lm" for b in model.blocks.values())
+    encoders = {"text": TextEncoder(vocab, 0 if embeds else model.dim)}
     if model.encoders.image is not None:
         encoders["image"] = ImageEncoder(model.encoders.image, model.dim)
     if model.encoders.audio is not None:

@@ -71,6 +71,15 @@ def next_logits(model, ids: Tensor, steps: int, decoding: DecodeCache | None = N
     return logits, used
 
 
+def thinker_lm_of(model):
+    """The ThinkerLM of a recipe whose whole step is one `thinker_lm` block (what `th1nker generate` and
+    `th1nker convert to-hf` use as it is), else None."""
+    calls = model.calls
+    if len(calls) == 1 and model.recipe.model.blocks[calls[0].block].kind == "thinker_lm":
+        return model.blocks[calls[0].block].lm
+    return None
+
+
 def check_cacheable(model) -> None:
     """The cached path draws each token's initial states alone: they must not depend on the position."""
     for name, cfg in model.recipe.model.states.items():

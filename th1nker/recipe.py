@@ -316,6 +316,9 @@ class TrainConfig(Strict):
     teacher: TeacherConfig | None = Field(None, description="kickstart from a trained run (see TeacherConfig)")
     clean_memory: CleanMemoryConfig | None = Field(None, description="run a share of the batches with cleaned "
                                                    "memory (see CleanMemoryConfig); null = never")
+    init: str | None = Field(None, description="fine-tune: start from the weights of this run folder of `th1nker "
+                             "train` (its newest checkpoint, EMA weights when kept); the model section must build "
+                             "the same tensors; optimiser, schedule and update count start fresh")
     max_skipped: int = Field(50, ge=1, description="stop the run (exit 2) when this many updates in a row were "
                              "skipped for a non-finite loss or gradient")
     precision: Literal["auto", "fp32", "bf16"] = Field(

@@ -20,6 +20,7 @@ class Source:
     tokens: Tensor
     mask: Tensor | None = None
     grid: tuple[int, int] | None = None
+    ids: Tensor | None = None  # text: the token ids (B, S) the tokens embed
 
 
 @dataclass
@@ -194,7 +195,7 @@ class Thought:
             return x[index] if isinstance(x, Tensor) else x
 
         store = self.store.select(index) if hasattr(self.store, "select") else self.store
-        inputs = {k: Source(s.tokens[index], rows(s.mask), s.grid) for k, s in self.inputs.items()}
+        inputs = {k: Source(s.tokens[index], rows(s.mask), s.grid, rows(s.ids)) for k, s in self.inputs.items()}
         return Thought({k: v[index] for k, v in self.states.items()}, inputs, store, rows(self.longterm),
                        self.focus, self.step, self.grids, cost=self.cost[index], calls=self.calls[index],
                        halted=self.halted[index], window=WindowState(losses=self.window.losses),

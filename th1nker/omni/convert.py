@@ -1,8 +1,9 @@
 """ThinkerLM <-> a Hugging Face Llama folder (config.json + model.safetensors).
 
-The Thinker rotates interleaved pairs (0, 1), (2, 3), ... of each head; Llama rotates halves (j, j + d/2).
-The q and k projections' rows are permuted per head on the way (as Meta -> HF conversions do), so both
-models compute the same logits. A ThinkerLM on its own is one safetensors file with its config in the
+Llama rotates halves (j, j + d/2) of each head. A Thinker with `rope_pairs: half` does too, and converts
+as it is; one with interleaved pairs (0, 1), (2, 3), ... has its q and k projections' rows permuted per
+head on the way (as Meta -> HF conversions do), so both models compute the same logits. A Llama folder
+reads back as a `rope_pairs: half` Thinker (no permutation). A ThinkerLM on its own is one safetensors file with its config in the
 metadata (`save_thinker` / `load_thinker`).
 """
 
@@ -31,7 +32,9 @@ def to_llama(model: ThinkerLM) -> tuple[dict, dict[str, torch.Tensor]]:
     if c.experts:
         raise CheckpointError("a mixture-of-experts Thinker has no Llama layout; convert a dense one (experts: 0)")
     hd, kvh = c.dim // c.heads, c.kv_heads or c.heads
-    q_order, k_order = _halves(c.heads, hd), _halves(kvh, hd)
+    same = c.rope_pairs == "half"
+    q_order = torch.arange(c.heads * hd) if same else _halves(c.heads, hd)
+    k_order = torch.arange(kvh * hd) if same else _halves(kvh, hd)
     sd = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     out = {"model.embed_tokens.weight": sd["embed.weight"], "model.norm.weight": sd["norm.weight"]}
     if not c.tie_embeddings:
@@ -64,20 +67,19 @@ def from_llama(config: dict, weights: dict[str, torch.Tensor]) -> ThinkerLM:
                           heads=config["num_attention_heads"], kv_heads=config.get("num_key_value_heads"),
                           hidden=config["intermediate_size"], context=config.get("max_position_embeddings", 2048),
                           tie_embeddings=config.get("tie_word_embeddings", False),
-                          norm_eps=config.get("rms_norm_eps", 1e-6), rope_base=theta)
+                          norm_eps=config.get("rms_norm_eps", 1e-6), rope_base=theta, rope_pairs="half")
     except KeyError as e:
         raise CheckpointError(f"config.json lacks {e}: not a Llama config") from None
     hd = config.get("head_dim") or c.dim // c.heads
     if hd * c.heads != c.dim or config.get("attention_bias") or config.get("mlp_bias") or config.get("rope_scaling"):
         raise CheckpointError("this Llama folder uses a head size, biases or rope scaling the Thinker does not have")
-    back_q, back_k = _halves(c.heads, hd).argsort(), _halves(c.kv_heads or c.heads, hd).argsort()
     sd = {"embed.weight": weights["model.embed_tokens.weight"], "norm.weight": weights["model.norm.weight"],
           "head.weight": weights.get("lm_head.weight", weights["model.embed_tokens.weight"])}
     for i in range(c.layers):
         p, q = f"blocks.{i}.", f"model.layers.{i}."
         sd |= {p + "attn_norm.weight": weights[q + "input_layernorm.weight"],
-               p + "attn.qkv.weight": torch.cat([weights[q + "self_attn.q_proj.weight"][back_q],
-                                                 weights[q + "self_attn.k_proj.weight"][back_k],
+               p + "attn.qkv.weight": torch.cat([weights[q + "self_attn.q_proj.weight"],
+                                                 weights[q + "self_attn.k_proj.weight"],
                                                  weights[q + "self_attn.v_proj.weight"]]),
                p + "attn.out.weight": weights[q + "self_attn.o_proj.weight"],
                p + "mlp_norm.weight": weights[q + "post_attention_layernorm.weight"],

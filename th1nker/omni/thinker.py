@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -30,6 +31,9 @@ class ThinkerConfig(BaseModel):
     dropout: float = 0.0
     norm_eps: float = Field(1e-6, gt=0, description="RMSNorm epsilon")
     rope_base: float = Field(10000.0, gt=0, description="rotary base (Llama's rope_theta)")
+    rope_pairs: Literal["interleaved", "half"] = Field(
+        "interleaved", description="channels rotated together: interleaved (2i, 2i+1) or half (i, i+d/2), "
+        "Llama's (a Llama conversion then needs no q/k permutation)")
 
 
 class ThinkerLM(nn.Module):
@@ -57,6 +61,7 @@ class ThinkerLM(nn.Module):
             elif isinstance(m, Rotary):
                 m.register_buffer("inv_freq", Rotary(m.inv_freq.numel() * 2, config.rope_base).inv_freq,
                                   persistent=False)
+                m.pairs = config.rope_pairs
         # A debug option: raise at the first layer whose output is not finite. Off by default,
         # since each check is a host sync; the trainer skips non-finite updates once per update.
         self.check_finite = os.environ.get("TH1NKER_CHECK_FINITE") == "1"

@@ -13,7 +13,7 @@ BUILTIN_TASKS = {
     "prefix_parity": "prefix_parity", "addition": "addition", "maze": "maze", "text_qa": "text_qa",
     "delayed_recall": "delayed_recall", "kv_facts": "kv_facts", "kv_rule": "kv_facts", "speak": "speak", "media_qa": "media_files",
     "omni_qa": "omni_qa", "scene_qa": "scenes", "sound_qa": "sounds", "text_lm": "text_lm",
-    "sudoku": "sudoku",
+    "sudoku": "sudoku", "code_qa": "code_qa",
 }
 TASKS: dict[str, type] = {}  # name -> Task class, filled as task modules are imported
 

@@ -74,7 +74,7 @@ def _gather(model, ema, optimizer, generator: torch.Generator) -> tuple[dict[str
     files = {"model.safetensors": distributed.full_state_dict(model)}
     if ema is not None:
         files["ema.safetensors"] = distributed.full_state_dict(ema)
-    files = {name: {k: v.detach().contiguous().cpu() for k, v in sd.items()} for name, sd in files.items()}
+    files = {name: _untied({k: v.detach().contiguous().cpu() for k, v in sd.items()}) for name, sd in files.items()}
     opt = distributed.full_optimizer_state(optimizer)
     trainer = {f"opt.{pid}.{k}": v.contiguous().cpu() for pid, st in opt["state"].items() for k, v in st.items()}
     trainer["rng.torch"] = torch.get_rng_state()
@@ -83,6 +83,17 @@ def _gather(model, ema, optimizer, generator: torch.Generator) -> tuple[dict[str
         trainer["rng.cuda"] = torch.cuda.get_rng_state()
     files["trainer.safetensors"] = trainer
     return files, opt
+
+
+def _untied(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Tied weights (one tensor under two names, e.g. a head tied to its embedding) as separate copies:
+    safetensors refuses shared memory; loading puts the one value back under both names."""
+    seen, out = set(), {}
+    for k, v in tensors.items():
+        ptr = v.untyped_storage().data_ptr() if v.numel() else None
+        out[k] = v.clone() if ptr is not None and ptr in seen else v
+        seen.add(ptr)
+    return out
 
 
 def _write(final: Path, files: dict[str, dict], state: dict) -> None:
@@ -272,6 +283,22 @@ def load_weights(module: torch.nn.Module, file: Path, state: dict, recipe_dict: 
         raise CheckpointError(f"{file}: the checkpoint does not fit this recipe:\n  {detail}\n"
                               f"use the recipe the checkpoint was trained with ({file.parent / 'state.json'})")
     distributed.load_full_state_dict(module, tensors)
+
+
+def load_model_weights(model: torch.nn.Module, path: Path, recipe_dict: dict, use_ema: bool = True) -> torch.nn.Module:
+    """`model` with the weights of the checkpoint at `path` (a run, checkpoints/ or step folder): its EMA
+    weights when it kept them and `use_ema`. Returns the module that holds them (the EMA's inner model)."""
+    ckpt = find_checkpoint(path)
+    state = load_state(ckpt)
+    ema = ckpt / "ema.safetensors"
+    if use_ema and ema.exists():
+        from torch.optim.swa_utils import AveragedModel
+
+        holder = AveragedModel(model, use_buffers=True)
+        load_weights(holder, ema, state, recipe_dict)
+        return holder.module
+    load_weights(model, ckpt / "model.safetensors", state, recipe_dict)
+    return model
 
 
 def load_trainer_state(ckpt: Path, optimizer, scheduler, generator: torch.Generator, state: dict) -> None:

@@ -16,8 +16,8 @@ from th1nker.model import Th1nker
 from th1nker.recipe import load_recipe
 from th1nker.tasks import make_task
 from th1nker.train.device import pick_device
+from th1nker.train.checkpoint import load_model_weights
 from th1nker.train.clean_memory import without_longterm
-from th1nker.train.checkpoint import find_checkpoint, load_state, load_weights
 
 EVAL_SEED = 1234  # initial latents at evaluation: fixed, so evaluations are repeatable
 
@@ -141,17 +141,7 @@ def load_model(recipe_path: Path, checkpoint: Path | None, overrides: list[str],
     task = make_task(recipe.task, recipe.seed)
     model = Th1nker(recipe, task.spec)
     if checkpoint is not None:
-        ckpt = find_checkpoint(checkpoint)
-        state = load_state(ckpt)
-        weights = ckpt / ("ema.safetensors" if use_ema and (ckpt / "ema.safetensors").exists() else "model.safetensors")
-        if weights.name == "ema.safetensors":
-            from torch.optim.swa_utils import AveragedModel
-
-            holder = AveragedModel(model, use_buffers=True)
-            load_weights(holder, weights, state, recipe.model_dump(mode="json"))
-            model = holder.module
-        else:
-            load_weights(model, weights, state, recipe.model_dump(mode="json"))
+        model = load_model_weights(model, checkpoint, recipe.model_dump(mode="json"), use_ema)
     model.to(pick_device(recipe.train.device)).eval()
     return recipe, task, model
 

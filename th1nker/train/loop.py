@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
-from th1nker.errors import RecipeError, TrainingDiverged
+from th1nker.errors import CheckpointError, RecipeError, TrainingDiverged
 from th1nker.loop import StepEnd, WindowEnd, think
 from th1nker.model import Th1nker
 from th1nker.plans import PLANS
@@ -64,6 +64,16 @@ def _available_bytes() -> int | None:
         return None
 
 
+def init_from_run(model: Th1nker, run: str, recipe: Recipe) -> None:
+    """train.init: copy a trained run's weights (EMA when it kept them) into `model`."""
+    try:
+        loaded = ckpt_io.load_model_weights(model, Path(run), recipe.model_dump(mode="json"))
+    except CheckpointError as e:
+        raise CheckpointError(f"train.init: {e}") from None
+    if loaded is not model:  # the EMA's copy
+        model.load_state_dict(loaded.state_dict())
+
+
 class Trainer:
     """Truncated-backprop multistep training of a Th1nker model on a task."""
 
@@ -76,7 +86,10 @@ class Trainer:
         self.device = distributed.init(self.cfg.distributed.backend, device or pick_device(self.cfg.device))
         check_fits(recipe, task.spec)
         torch.manual_seed(recipe.seed)
-        self.model = Th1nker(recipe, task.spec).to(self.device)
+        self.model = Th1nker(recipe, task.spec)
+        if self.cfg.init:
+            init_from_run(self.model, self.cfg.init, recipe)
+        self.model.to(self.device)
         self.ema = build_ema(self.model, self.cfg.ema)
         distributed.prepare(self.model, self.ema, recipe)
         self.optimizer = build_optimizer(self.model, self.cfg.optimizer)
