@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from th1nker.memory import LongTermMemory
+from th1nker.memory.chooser import ReadChooser
 from th1nker.rl.read_trainer import ReadChoiceTrainer, compare_reads
 from th1nker.tasks.base import Batch
 from th1nker.train.evaluate import load_model
@@ -69,11 +70,17 @@ def main() -> None:
     parser.add_argument("--train-on", choices=["store", "pools"], default="store",
                         help="RL episodes: questions about half of the store's facts (read from the store), or the "
                              "recipe's pools (rl.difficulties)")
+    parser.add_argument("--reinit-chooser", action="store_true",
+                        help="start RL from a freshly initialised chooser (supervised training never trains it; a "
+                             "run made before the chooser's current initialisation holds an older one)")
     parser.add_argument("--set", action="append", default=[], help="override a recipe field (repeatable)")
     args = parser.parse_args()
     overrides = ["tracking.enabled=false", *args.set] + ([f"rl.updates={args.updates}"] if args.updates else [])
     recipe, task, model = load_model(RECIPE, args.run, overrides)
     block = model.blocks["recall"]
+    if args.reinit_chooser:
+        torch.manual_seed(recipe.seed)
+        block.chooser = ReadChooser(recipe.model.dim).to(next(model.parameters()).device)
     keys, values, ids = task.pool(args.blocks, torch.Generator().manual_seed(7))
     facts = torch.randperm(len(keys), generator=torch.Generator().manual_seed(8))
     half = len(facts) // 2  # RL asks about half of the stored facts; the comparison about the other half

@@ -45,7 +45,8 @@ def test_an_untrained_chooser_reads_the_indexers_top_1():
     assert [c.block for c in thought.choices] == ["recall"] * 2  # one choice per read call, two steps
     assert all(bool((c.index == 0).all()) for c in thought.choices)
     assert torch.equal(chosen, top1)
-    recall.chooser.match_weight.data.fill_(50.0)  # a strong learned match overrides the indexer's order
+    torch.nn.init.normal_(recall.chooser.k[1].weight)  # a strong learned match overrides the indexer's order
+    recall.chooser.match_weight.data.fill_(50.0)
     with torch.no_grad():
         _, thought = predictions(model, batch)
     assert any(bool((c.index != 0).any()) for c in thought.choices)
@@ -56,7 +57,7 @@ def test_exploring_samples_and_only_the_chooser_gets_gradients():
     model.requires_grad_(False)
     recall = model.blocks["recall"]
     recall.chooser.requires_grad_(True)
-    recall.chooser.match_weight.data.fill_(1.0)
+    torch.nn.init.normal_(recall.chooser.k[1].weight)
     batch = task.batch(64, 8, torch.Generator().manual_seed(0))
     g = torch.Generator().manual_seed(1)
     thought = model.start(batch, g)
