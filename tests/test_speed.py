@@ -9,6 +9,8 @@ from th1nker.tasks import make_task
 from th1nker.train import speed
 from th1nker.train.loop import Trainer
 
+from conftest import RECIPES
+
 
 def trainer(recipe_path, *sets):
     recipe = load_recipe(recipe_path, ["train.ema=null", *sets])
@@ -61,3 +63,35 @@ def test_compiled_training_equals_eager_and_does_not_recompile_per_step_count(ti
     for _ in range(5):  # new plans: other step counts, other string lengths (batch shapes)
         compiled.train_update()
     assert speed.compiled_graphs() == graphs
+
+
+def thinker_lm_recipe(tmp_path):
+    (tmp_path / "c.txt").write_text("".join(f"line {i} of a corpus.\n" for i in range(200)))
+    recipe = tmp_path / "lm.yaml"
+    recipe.write_text(f"base: {RECIPES / 'thinker_lm.yaml'}\ntask: {{path: {tmp_path / 'c.txt'}, train: [16, 16], "
+                      "eval: [16], eval_examples: 4}\nmodel: {dim: 32, blocks: {lm: {layers: 2}}}\n")
+    return recipe
+
+
+def test_eval_compile_compiles_the_blocks_and_every_thinker_layer(tmp_path):
+    """eval.compile (and `generate --compile`) compiles each block and the layers of any ThinkerLM, whose
+    own generate bypasses the blocks."""
+    from th1nker.train.evaluate import load_model
+
+    recipe = thinker_lm_recipe(tmp_path)
+    _, _, eager = load_model(recipe, None, [])
+    _, _, model = load_model(recipe, None, ["eval.compile=true"])
+    assert eager.blocks["lm"]._compiled_call_impl is None
+    assert model.blocks["lm"]._compiled_call_impl is not None
+    assert all(layer._compiled_call_impl is not None for layer in model.blocks["lm"].lm.blocks)
+
+
+@pytest.mark.slow
+def test_compiled_generation_gives_the_eager_tokens(tmp_path):
+    from th1nker.train.evaluate import load_model
+
+    _, _, model = load_model(thinker_lm_recipe(tmp_path), None, [])
+    lm, prompt = model.blocks["lm"].lm, torch.tensor([[3, 1, 4, 1, 5]])
+    eager = lm.generate(prompt, 12)
+    assert speed.compile_blocks(model, "eval.compile")
+    assert torch.equal(lm.generate(prompt, 12), eager)

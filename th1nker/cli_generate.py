@@ -44,13 +44,15 @@ def register(app: typer.Typer, user_errors) -> None:
                  top_p: Optional[float] = typer.Option(None, min=0.0, max=1.0, help="nucleus sampling mass"),
                  seed: int = typer.Option(0, help="sampling seed"),
                  no_cache: bool = typer.Option(False, help="recompute the whole sequence for every token"),
+                 compile_: bool = typer.Option(False, "--compile", help="torch.compile the model's layers first "
+                                               "(eval.compile: true); the first tokens pay for compiling"),
                  set_: Optional[list[str]] = typer.Option(None, "--set", help="override a recipe field")):
         """Continue PROMPT token by token, printing text as it comes."""
         from th1nker.generate import EXIT_CAP, decode_text, encode_text, generate as run, thinker_lm_of
         from th1nker.train.evaluate import load_model
 
         exit_kl = parse_exit(exit_)
-        recipe_, task, model = load_model(recipe, checkpoint, set_ or [])
+        recipe_, task, model = load_model(recipe, checkpoint, [*(set_ or []), *(["eval.compile=true"] if compile_ else [])])
         if task.tokenizer is None or "text" not in model.encoders:
             raise DataError(f"{recipe}: generate needs a text language-model recipe (task.kind: text_lm)")
         ids = encode_text(task.tokenizer, prompt.replace("\\n", "\n"))

@@ -16,6 +16,7 @@ from th1nker.model import Th1nker
 from th1nker.recipe import load_recipe
 from th1nker.tasks import make_task
 from th1nker.train.device import pick_device
+from th1nker.train.speed import compile_blocks
 from th1nker.train.checkpoint import load_model_weights
 from th1nker.train.clean_memory import without_longterm
 
@@ -136,13 +137,15 @@ def plot_accuracy(result: dict, path: Path, train_steps: int | None = None) -> N
 
 def load_model(recipe_path: Path, checkpoint: Path | None, overrides: list[str], use_ema: bool = True):
     """(recipe, task, model) with the checkpoint's weights (its EMA when it kept one), on the recipe's
-    `train.device` (auto: CUDA when there is one)."""
+    `train.device` (auto: CUDA when there is one), compiled when the recipe says `eval.compile`."""
     recipe = load_recipe(recipe_path, overrides)
     task = make_task(recipe.task, recipe.seed)
     model = Th1nker(recipe, task.spec)
     if checkpoint is not None:
         model = load_model_weights(model, checkpoint, recipe.model_dump(mode="json"), use_ema)
     model.to(pick_device(recipe.train.device)).eval()
+    if recipe.eval.compile:
+        compile_blocks(model, "eval.compile")
     return recipe, task, model
 
 

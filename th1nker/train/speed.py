@@ -19,10 +19,13 @@ def autocast(precision: str, device: torch.device):
     return nullcontext()
 
 
-def compile_blocks(model: nn.Module) -> bool:
-    """Compile each block of `model` (its forward over the thought) in place with dynamic shapes, so a
-    new step count, batch or sequence length does not compile it again. Returns False, after one
-    warning, where torch.compile is unavailable (then the model stays eager)."""
+def compile_blocks(model: nn.Module, field: str = "train.compile") -> bool:
+    """Compile each block of `model` (its forward over the thought), and the layers of any ThinkerLM in
+    it (whose own `generate` bypasses the blocks), in place with dynamic shapes, so a new step count,
+    batch or sequence length does not compile it again. Returns False, after one warning naming `field`,
+    where torch.compile is unavailable (then the model stays eager)."""
+    from th1nker.omni.thinker import ThinkerLM
+
     try:
         import torch._dynamo  # noqa: F401  (fails where dynamo is not supported)
         import torch.fx.experimental._config as fx_config
@@ -32,9 +35,12 @@ def compile_blocks(model: nn.Module) -> bool:
         fx_config.use_duck_shape = False
         for block in model.blocks.values():
             block.compile(dynamic=True)
+        for lm in (m for m in model.modules() if isinstance(m, ThinkerLM)):
+            for layer in lm.blocks:
+                layer.compile(dynamic=True)
     except Exception as e:  # platform-dependent: missing compiler, unsupported Python, ...
-        warnings.warn(f"train.compile: torch.compile is unavailable here ({type(e).__name__}: {e}); "
-                      "training runs eagerly", stacklevel=2)
+        warnings.warn(f"{field}: torch.compile is unavailable here ({type(e).__name__}: {e}); "
+                      "running eagerly", stacklevel=2)
         return False
     return True
 
