@@ -66,8 +66,9 @@ class ReadChoiceTrainer(RLTrainer):
             thought.longterm = memory
         thought = run_to_end(self.model, batch, generator=g, thought=thought)
         correct = self.task.score(self.model.prediction(thought), batch).to(device)
-        chosen = torch.stack([c.index >= 0 for c in thought.choices]).sum(0)
-        compute = chosen / (chosen * max(b.top_k for b in self.blocks.values())).clamp_min(1)
+        reads = torch.stack([c.index >= 0 for c in thought.choices]).sum(0)  # one block per choosing call
+        top_k = max(b.top_k for b in self.blocks.values())
+        compute = reads / (reads * top_k).clamp_min(1)  # over the blocks top-k reads would read in those calls
         reward = episode_reward(self.rl, correct, compute)
         log_prob = torch.stack([c.log_prob for c in thought.choices]).sum(0)
         entropy = torch.stack([c.entropy for c in thought.choices]).mean(0)
