@@ -126,17 +126,16 @@ class ProcessConfig(BlockConfig):
         return _divides("heads", self.heads, dim, "model.dim") if self.mixer == "attention" else []
 
 
-class ThinkerBlockConfig(BlockConfig):
+class ThinkerLayersConfig(Strict):
+    """The sizes of a stack of Thinker layers, shared by every block built from them."""
+
     layers: int = Field(THINKER_LAYERS, gt=0, le=1024, description="transformer layers")
     heads: int = Field(THINKER_HEADS, gt=0, description="attention heads; divide model.dim")
     kv_heads: int | None = Field(None, gt=0, description="key/value heads (grouped-query attention); null = heads")
     hidden: int = Field(THINKER_HIDDEN, gt=0, description="feed-forward width (per expert)")
-    context: int = Field(THINKER_CONTEXT, gt=0, description="most latent slots it takes")
     experts: int = Field(0, ge=0, description="experts per layer (a top-k mixture); 0 = one SwiGLU")
-    top_k: int = Field(THINKER_TOP_K, gt=0, description="experts each slot is routed to")
+    top_k: int = Field(THINKER_TOP_K, gt=0, description="experts each position is routed to")
     dropout: float = Field(0.0, ge=0, lt=1, description="dropout in training")
-    once: bool = Field(False, description="run once per gradient window and reuse the result at its later calls "
-                       "(a prelude over the input, re-injected into a recurrent core)")
 
     @model_validator(mode="after")
     def _routing_fits(self):
@@ -148,6 +147,12 @@ class ThinkerBlockConfig(BlockConfig):
 
     def problems(self, dim: int) -> list[str]:
         return _divides("heads", self.heads, dim, "model.dim")
+
+
+class ThinkerBlockConfig(ThinkerLayersConfig, BlockConfig):
+    context: int = Field(THINKER_CONTEXT, gt=0, description="most latent slots it takes")
+    once: bool = Field(False, description="run once per gradient window and reuse the result at its later calls "
+                       "(a prelude over the input, re-injected into a recurrent core)")
 
 
 class OutputConfig(BlockConfig):
@@ -181,28 +186,18 @@ class TextOutputConfig(OutputConfig):
         return _divides("heads", self.heads, dim, "model.dim")
 
 
-class ThinkerLMConfig(OutputConfig):
+class ThinkerLMConfig(ThinkerLayersConfig, OutputConfig):
     """A whole ThinkerLM (embedding, causal layers, norm, head; width model.dim, vocabulary the task's) over
     the text input's token ids: an ordinary decoder-only LM, trained by the normal trainer, generating
     with ThinkerLM.generate and convertible to Hugging Face Llama."""
 
     cost: float = Field(1.0, ge=0, allow_inf_nan=False, description="compute cost of one call, used by RL rewards")
-    layers: int = Field(THINKER_LAYERS, gt=0, le=1024, description="transformer layers")
-    heads: int = Field(THINKER_HEADS, gt=0, description="attention heads; divide model.dim")
-    kv_heads: int | None = Field(None, gt=0, description="key/value heads (grouped-query attention); null = heads")
-    hidden: int = Field(THINKER_HIDDEN, gt=0, description="feed-forward width (per expert)")
     context: int = Field(THINKER_CONTEXT, gt=0, description="most token positions it takes")
-    experts: int = Field(0, ge=0, description="experts per layer (a top-k mixture); 0 = one SwiGLU")
-    top_k: int = Field(THINKER_TOP_K, gt=0, description="experts each token is routed to")
-    dropout: float = Field(0.0, ge=0, lt=1, description="dropout in training")
     tie_embeddings: bool = Field(True, description="the head shares the token embedding's weights")
     norm_eps: float = Field(1e-6, gt=0, description="RMSNorm epsilon")
     rope_base: float = Field(10000.0, gt=0, description="rotary base (Llama's rope_theta)")
     rope_pairs: Literal["interleaved", "half"] = Field(
         "half", description="channels rotated together: half (i, i+d/2, Llama's) or interleaved (2i, 2i+1)")
-
-    def problems(self, dim: int) -> list[str]:
-        return _divides("heads", self.heads, dim, "model.dim")
 
 
 class SpeechOutputConfig(OutputConfig):
