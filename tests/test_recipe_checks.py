@@ -47,3 +47,9 @@ def test_a_model_too_large_for_this_machine_is_refused_before_allocating(tmp_pat
     result = runner.invoke(app, ["train", str(MULTISTEP), "--set", "model.dim=40000", "--out", str(tmp_path / "run")])
     assert result.exit_code == 2 and "GiB are free; lower model.dim" in result.output
     assert "Traceback" not in result.output and not (tmp_path / "run").exists()
+
+
+def test_a_thinker_lm_with_kv_heads_that_do_not_divide_its_heads_is_caught_at_validation():
+    result = runner.invoke(app, ["validate", str(RECIPES / "thinker_lm.yaml"), "--set", "model.blocks.lm.kv_heads=3"])
+    assert result.exit_code == 2 and "kv_heads 3 must divide heads 4" in result.output
+    assert "model.blocks.lm" in result.output and "Traceback" not in result.output
