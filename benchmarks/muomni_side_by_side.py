@@ -118,7 +118,9 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=5, help="timed training steps per round and variant")
     ap.add_argument("--new", type=int, default=256, help="generated tokens")
     ap.add_argument("--precision", choices=["fp32", "bf16"], default="bf16", help="our training precision")
-    ap.add_argument("--compile", action="store_true", help="torch.compile our layers (train.compile)")
+    ap.add_argument("--compile", action="store_true",
+                    help="torch.compile our layers for training (train.compile) and generate through the "
+                         "compiled static-cache decode step (generate --compile)")
     ap.add_argument("--quick", action="store_true", help="a tiny run to check the script")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -144,6 +146,8 @@ def main() -> None:
     gen = {"ours_cached": lambda: ours.generate(prompt, args.new),
            "ours_uncached": lambda: ours.generate(prompt, args.new, use_cache=False),
            "muomni_cached": lambda: mu_generate(mu, prompt, args.new)}
+    if args.compile:  # the static cache and one compiled decode step (what `generate --compile` runs)
+        gen["ours_compiled"] = lambda: ours.generate(prompt, args.new, compile=True)
     tokens, gen_times = {}, {k: [] for k in gen}
     for name, fn in gen.items():  # warm-up
         tokens[name] = fn()
@@ -194,6 +198,10 @@ def main() -> None:
         "cached_over_muomni_cached": round(gen_rate["ours_cached"] / gen_rate["muomni_cached"], 2),
         "cached_over_uncached": round(gen_rate["ours_cached"] / gen_rate["ours_uncached"], 2),
         "cached_tokens_equal_uncached": bool(torch.equal(tokens["ours_cached"], tokens["ours_uncached"])),
+        **({"compiled_over_muomni_cached": round(gen_rate["ours_compiled"] / gen_rate["muomni_cached"], 2),
+            "compiled_over_uncached": round(gen_rate["ours_compiled"] / gen_rate["ours_uncached"], 2),
+            "compiled_tokens_equal_uncached": bool(torch.equal(tokens["ours_compiled"], tokens["ours_uncached"]))}
+           if args.compile else {}),
         "muomni_cached_tokens_equal_ours": bool(torch.equal(tokens["muomni_cached"], tokens["ours_uncached"])),
         "threads": torch.get_num_threads(), "torch": torch.__version__,
         "machine": f"{platform.machine()} {platform.processor()}".strip(),

@@ -44,8 +44,9 @@ def register(app: typer.Typer, user_errors) -> None:
                  top_p: Optional[float] = typer.Option(None, min=0.0, max=1.0, help="nucleus sampling mass"),
                  seed: int = typer.Option(0, help="sampling seed"),
                  no_cache: bool = typer.Option(False, help="recompute the whole sequence for every token"),
-                 compile_: bool = typer.Option(False, "--compile", help="torch.compile the model's layers first "
-                                               "(eval.compile: true); the first tokens pay for compiling"),
+                 compile_: bool = typer.Option(False, "--compile", help="torch.compile the blocks (eval.compile: "
+                                               "true); a thinker_lm decodes through a static KV cache with "
+                                               "one compiled step; the first call pays for compiling"),
                  set_: Optional[list[str]] = typer.Option(None, "--set", help="override a recipe field")):
         """Continue PROMPT token by token, printing text as it comes."""
         from th1nker.generate import EXIT_CAP, decode_text, encode_text, generate as run, thinker_lm_of

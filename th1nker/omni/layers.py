@@ -40,6 +40,7 @@ class Rotary(nn.Module):
         inv_freq = 1.0 / base ** (torch.arange(0, head_dim, 2).float() / head_dim)
         self.register_buffer("inv_freq", inv_freq, persistent=False)
         self._turns: Tensor | None = None  # (positions, head_dim / 2) complex64
+        self._turns_real: Tensor | None = None  # its (cos, sin) view, for static-cache steps
 
     def _table(self, length: int, device: torch.device) -> Tensor:
         turns = self._turns
@@ -50,16 +51,37 @@ class Rotary(nn.Module):
             self._turns = turns = torch.polar(torch.ones_like(freqs), freqs)
         return turns
 
-    def forward(self, x: Tensor, offset: int = 0) -> Tensor:
-        """Rotate `x` (B, H, T, Dh) as if its first position were `offset`."""
+    def reserve(self, length: int, device: torch.device) -> None:
+        """Build the table for `length` positions now: a static-cache step only indexes it, in its
+        real (cos, sin) view, which compiles to plain loads."""
+        self._turns_real = torch.view_as_real(self._table(length, device))
+
+    def forward(self, x: Tensor, offset: int | Tensor = 0) -> Tensor:
+        """Rotate `x` (B, H, T, Dh) as if its first position were `offset` (an int, or a 0-d tensor
+        in a compiled static-cache step, whose table must already cover the positions: `reserve`)."""
         length = x.shape[-2]
+        if isinstance(offset, Tensor):
+            return self._rotate_real(x, self._turns_real[offset + torch.arange(length, device=x.device)])
         turns = self._table(offset + length, x.device)[offset : offset + length]
+        if torch.compiler.is_compiling():
+            return self._rotate_real(x, torch.view_as_real(turns))
         if self.pairs == "half":
             x1, x2 = x.float().chunk(2, dim=-1)
             turned = torch.complex(x1, x2) * turns
             return torch.cat((turned.real, turned.imag), dim=-1).type_as(x)
         pairs = torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2))
         return torch.view_as_real(pairs * turns).flatten(-2).type_as(x)
+
+
+    def _rotate_real(self, x: Tensor, turns: Tensor) -> Tensor:
+        """The same rotation in real arithmetic, which Inductor fuses into one kernel (it generates
+        no code for complex numbers and would call each complex op on its own)."""
+        cos, sin = turns.unbind(-1)
+        if self.pairs == "half":
+            x1, x2 = x.float().chunk(2, dim=-1)
+            return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).type_as(x)
+        x1, x2 = x.float().reshape(*x.shape[:-1], -1, 2).unbind(-1)
+        return torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).flatten(-2).type_as(x)
 
 
 class KVCache:
@@ -100,6 +122,38 @@ class KVCache:
         if old_k is not None:
             self._k[..., : self.length, :] = old_k
             self._v[..., : self.length, :] = old_v
+
+
+class StaticKVCache:
+    """Keys and values in buffers of a fixed `capacity`, for compiled (and CUDA-graph) decoding.
+
+    The write position is a 0-d device tensor shared by a model's layers and advanced by its driver
+    (`ThinkerLM.generate`) after each forward, not a Python int; every call attends over all
+    `capacity` slots, the unwritten ones masked out. Shapes never change, so one compiled graph
+    serves every decoded token and nothing waits on the host.
+    """
+
+    fixed_size = True
+
+    def __init__(self, capacity: int, position: Tensor):
+        self.capacity, self.position = capacity, position
+        self._k: Tensor | None = None
+        self._v: Tensor | None = None
+
+    @property
+    def length(self) -> Tensor:
+        return self.position
+
+    def extend(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        if self._k is None:  # zeros, not empty: masked slots still meet the values (0 * NaN is NaN)
+            self._k = k.new_zeros(*k.shape[:-2], self.capacity, k.shape[-1])
+            self._v = v.new_zeros(*v.shape[:-2], self.capacity, v.shape[-1])
+            for buffer in (self._k, self._v):  # fixed addresses: CUDA graphs may write them in place
+                torch._dynamo.mark_static_address(buffer)
+        at = self.position + torch.arange(k.shape[-2], device=k.device)
+        self._k.index_copy_(-2, at, k)
+        self._v.index_copy_(-2, at, v)
+        return self._k, self._v
 
 
 class Attention(nn.Module):
@@ -167,18 +221,19 @@ class Attention(nn.Module):
             k, v = cache.extend(k, v)
         s = k.shape[-2]
         # Without padding, SDPA's own causal kernel covers a full sequence, and a single query at
-        # the end of the cache sees every key: no explicit mask is needed in either case.
-        plain = self.causal and mask is None and (t == s or t == 1)
+        # the end of the cache sees every key: no explicit mask is needed in either case (a static
+        # cache's keys run past the end: it always needs one).
+        plain = self.causal and mask is None and (t == s or t == 1) and not getattr(cache, "fixed_size", False)
         attn_mask = None if plain else self._mask(mask, t, s, offset, x.device)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=plain and t > 1,
                                            dropout_p=self.dropout if self.training else 0.0,
                                            enable_gqa=self.kv_heads != self.heads)
         return self.out(y.transpose(1, 2).reshape(b, t, -1))
 
-    def _mask(self, padding: Tensor | None, t: int, s: int, offset: int, device) -> Tensor | None:
+    def _mask(self, padding: Tensor | None, t: int, s: int, offset: int | Tensor, device) -> Tensor | None:
         mask = None
         if self.causal:
-            q_pos = torch.arange(offset, offset + t, device=device)[:, None]
+            q_pos = (offset + torch.arange(t, device=device))[:, None]
             mask = q_pos >= torch.arange(s, device=device)[None, :]  # (t, s)
         if padding is not None:
             pad = padding[:, None, None, :].bool()  # (B, 1, 1, s)

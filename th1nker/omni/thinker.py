@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
-from .layers import KVCache, RMSNorm, Rotary, TransformerBlock, pop_aux_loss
+from .layers import KVCache, RMSNorm, Rotary, StaticKVCache, TransformerBlock, pop_aux_loss
 
 
 class ThinkerConfig(BaseModel):
@@ -65,11 +65,27 @@ class ThinkerLM(nn.Module):
         # A debug option: raise at the first layer whose output is not finite. Off by default,
         # since each check is a host sync; the trainer skips non-finite updates once per update.
         self.check_finite = os.environ.get("TH1NKER_CHECK_FINITE") == "1"
+        self.compile_generate = False  # generate's default for `compile` (set by eval.compile)
+        self._compiled_forward = None
 
-    def new_cache(self, capacity: int | None = None) -> list[KVCache]:
+    def new_cache(self, capacity: int | None = None, static: bool = False) -> list[KVCache] | list[StaticKVCache]:
         """An empty KV cache, one per layer, for `forward(..., cache=...)`, with room for `capacity`
-        positions allocated at the first forward (default: the context)."""
-        return [KVCache(capacity or self.config.context) for _ in self.blocks]
+        positions allocated at the first forward (default: the context).
+
+        `static`: fixed-size caches sharing one position tensor (`StaticKVCache`), which the caller
+        advances after each forward (`cache[0].position += tokens`); what `generate(compile=True)` uses.
+        """
+        capacity = capacity or self.config.context
+        if not static:
+            return [KVCache(capacity) for _ in self.blocks]
+        if capacity > self.config.context:
+            raise ValueError(f"a cache of {capacity} positions exceeds the context of {self.config.context}")
+        device = self.embed.weight.device
+        for m in self.modules():
+            if isinstance(m, Rotary):
+                m.reserve(capacity, device)
+        position = torch.zeros((), dtype=torch.long, device=device)
+        return [StaticKVCache(capacity, position) for _ in self.blocks]
 
     def forward(self, ids: Tensor | None = None, embeddings: Tensor | None = None,
                 mask: Tensor | None = None,
@@ -83,7 +99,7 @@ class ThinkerLM(nn.Module):
             raise ValueError("pass exactly one of ids or embeddings")
         x = self.embed(ids) if embeddings is None else embeddings
         length = (cache[0].length if cache else 0) + x.shape[1]
-        if length > self.config.context:
+        if isinstance(length, int) and length > self.config.context:  # a static cache checked its size
             raise ValueError(f"{length} positions exceed the context of {self.config.context}")
         x = self._guard(self.drop(x), "the input embeddings")
         for i, block in enumerate(self.blocks):
@@ -107,12 +123,18 @@ class ThinkerLM(nn.Module):
     @torch.no_grad()
     def generate(self, ids: Tensor, max_new_tokens: int, temperature: float = 0.0,
                  top_k: int | None = None, top_p: float | None = None, eos_id: int | None = None,
-                 use_cache: bool = True, seed: int | None = None) -> Tensor:
+                 use_cache: bool = True, seed: int | None = None, compile: bool | None = None) -> Tensor:
         """Append up to `max_new_tokens` tokens to `ids` (B, T); greedy when temperature is 0.
 
         Rows that reached `eos_id` keep receiving it; generation stops once every row has.
-        Without the cache the whole sequence is recomputed for every token.
+        Without the cache the whole sequence is recomputed for every token. `compile` decodes through
+        a static cache with one compiled forward (built at the first call, reused by later ones of
+        the same batch size and cache bucket; CUDA graphs on a GPU); the prompt runs eagerly. Its
+        default is `self.compile_generate`; the uncached path always runs eagerly.
         """
+        if compile and not use_cache:
+            raise ValueError("compile decodes through the cache; it cannot be combined with use_cache=False")
+        compile = use_cache and (self.compile_generate if compile is None else compile)
         if ids.shape[1] + max_new_tokens > self.config.context:
             raise ValueError(f"prompt {ids.shape[1]} + {max_new_tokens} new tokens exceed "
                              f"the context of {self.config.context}")
@@ -121,13 +143,20 @@ class ThinkerLM(nn.Module):
         generator = None
         if seed is not None:
             generator = torch.Generator(device=ids.device).manual_seed(seed)
-        cache = self.new_cache(ids.shape[1] + max_new_tokens) if use_cache else None
+        needed = ids.shape[1] + max_new_tokens
+        if compile:  # capacities in powers of two: prompts of other lengths reuse the compiled step
+            needed = min(self.config.context, max(64, 1 << (needed - 1).bit_length()))
+        cache = self.new_cache(needed, static=compile) if use_cache else None
+        forward = self
         done = torch.zeros(ids.shape[0], dtype=torch.bool, device=ids.device)
         out = ids.new_empty(ids.shape[0], ids.shape[1] + max_new_tokens)
         out[:, : ids.shape[1]] = ids
         end, step = ids.shape[1], ids
         for _ in range(max_new_tokens):
-            logits, _ = self(step if use_cache else out[:, :end], cache=cache)
+            logits, _ = forward(step if use_cache else out[:, :end], cache=cache)
+            if compile:
+                cache[0].position += step.shape[1]
+                forward = self._decode_step()
             token = sample(logits[:, -1], temperature, top_k, top_p, generator)
             if eos_id is not None:
                 token = token.masked_fill(done, eos_id)
@@ -136,9 +165,17 @@ class ThinkerLM(nn.Module):
             end += 1
             if eos_id is not None and done.all():  # the stop check: the one host sync per token
                 break
-            step = out[:, end - 1 : end]
+            step = token[:, None]  # its own tensor: a view of `out` would change strides every token
         self.train(was_training)
         return out[:, :end]
+
+    def _decode_step(self):
+        """This model's forward, compiled once for one token per row over a static cache."""
+        if self._compiled_forward is None:
+            cuda = self.embed.weight.device.type == "cuda"
+            self._compiled_forward = torch.compile(self.forward, dynamic=False, fullgraph=True,
+                                                   mode="reduce-overhead" if cuda else None)
+        return self._compiled_forward
 
 
 def sample(logits: Tensor, temperature: float = 0.0, top_k: int | None = None,

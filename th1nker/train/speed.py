@@ -20,10 +20,11 @@ def autocast(precision: str, device: torch.device):
 
 
 def compile_blocks(model: nn.Module, field: str = "train.compile") -> bool:
-    """Compile each block of `model` (its forward over the thought), and the layers of any ThinkerLM in
-    it (whose own `generate` bypasses the blocks), in place with dynamic shapes, so a new step count,
-    batch or sequence length does not compile it again. Returns False, after one warning naming `field`,
-    where torch.compile is unavailable (then the model stays eager)."""
+    """Compile each block of `model` (its forward over the thought) in place with dynamic shapes, so a
+    new step count, batch or sequence length does not compile it again, and make any ThinkerLM in it
+    generate through its compiled static-cache decode step (its own `generate` bypasses the blocks).
+    Returns False, after one warning naming `field`, where torch.compile is unavailable (then the model
+    stays eager)."""
     from th1nker.omni.thinker import ThinkerLM
 
     try:
@@ -36,8 +37,7 @@ def compile_blocks(model: nn.Module, field: str = "train.compile") -> bool:
         for block in model.blocks.values():
             block.compile(dynamic=True)
         for lm in (m for m in model.modules() if isinstance(m, ThinkerLM)):
-            for layer in lm.blocks:
-                layer.compile(dynamic=True)
+            lm.compile_generate = True
     except Exception as e:  # platform-dependent: missing compiler, unsupported Python, ...
         warnings.warn(f"{field}: torch.compile is unavailable here ({type(e).__name__}: {e}); "
                       "running eagerly", stacklevel=2)
