@@ -1,7 +1,7 @@
 """Check (GPU only): no unexpected host sync in one training update and one generation on CUDA.
 
-Needs a CUDA device; not a test. Runs, after a warm-up, one Trainer update of the default recipe and one
-cached `ThinkerLM.generate` under `torch.cuda.set_sync_debug_mode("warn")`, records where each sync
+Needs a CUDA device; not a test. Runs, after a warm-up, one Trainer update of the default recipe and
+cached `ThinkerLM.generate` (eager, and through the compiled static-cache step) under `torch.cuda.set_sync_debug_mode("warn")`, records where each sync
 came from, and counts as expected only the trainer's once-per-update check (`_optimizer_step`: the
 non-finite skip and the logged numbers) and generation's stop check (`done.all()`). With --strict the
 same runs happen under mode "error", which raises at the first sync of any kind. Prints one JSON object;
@@ -62,9 +62,11 @@ def main() -> None:
     lm = ThinkerLM().cuda().eval()
     prompt = torch.randint(0, lm.config.vocab, (2, 16), device="cuda")
     lm.generate(prompt, 8)
+    lm.generate(prompt, 64, compile=True)  # builds the compiled static-cache step (CUDA graphs)
     results = {"train_update": syncs_of(trainer.train_update),
                "generate_64_tokens_eos": syncs_of(lambda: lm.generate(prompt, 64, eos_id=0)),
-               "generate_64_tokens": syncs_of(lambda: lm.generate(prompt, 64))}
+               "generate_64_tokens": syncs_of(lambda: lm.generate(prompt, 64)),
+               "generate_64_tokens_compiled": syncs_of(lambda: lm.generate(prompt, 64, compile=True))}
     strict = "--strict" in sys.argv
     if strict:
         torch.cuda.set_sync_debug_mode("error")
