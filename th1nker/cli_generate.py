@@ -95,4 +95,6 @@ def _thinker_lm(lm, tokenizer, ids, exit_kl, steps, max_new_tokens, temperature,
     new = out[0, len(ids):].tolist()
     typer.echo(decode_text(tokenizer, ids + new))
     typer.echo(f"[{len(new)} tokens in {seconds:.2f} s, {len(new) / seconds:.1f} tokens/s, ThinkerLM.generate, "
-               f"cache {'off' if no_cache else 'on'}]", err=True)
+               f"cache {'off' if no_cache else 'on'}"
+               f"{', compiled static cache (compiling included)' if lm.compile_generate and not no_cache else ''}]",
+               err=True)
