@@ -7,7 +7,7 @@ directly): first each chain's root is assigned a distinct number (in random orde
 `a = b` links follow, interleaved at random but each chain in order (so the program runs as Python). The
 asked name ends a chain drawn uniformly, so the answer is each of the program's numbers equally often, in
 each position of the text: every rule that ignores the names (first, last or most frequent number, the
-number nearest the question) is right exactly 1/CHAINS of the time, which `code_qa_shortcuts` checks.
+number nearest the question) is right exactly 1/CHAINS of the time (the rules: `code_qa_shortcuts`).
 Every question whose text hashes into the held-out tenth is never trained on, and evaluation draws only
 those: a right answer is generalisation, not recall.
 
