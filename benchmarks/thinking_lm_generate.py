@@ -4,13 +4,14 @@ Greedy, batch 1, r iterations per token, a prompt cut from the held-out code; th
 block call's keys and values (one cache per iteration of the core). Reports whether both paths produced
 the same tokens.
 
-    python benchmarks/thinking_lm_generate.py recipes/thinking_lm.yaml runs/thinking_lm [--new 256] [--steps 8]
+    python benchmarks/thinking_lm_generate.py recipes/thinking_lm.yaml runs/thinking_lm [--new 256] [--steps 8] [--threads 1]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
 
@@ -33,7 +34,9 @@ def main() -> None:
     parser.add_argument("--new", type=int, default=256, help="new tokens")
     parser.add_argument("--steps", type=int, default=8, help="iterations per token")
     parser.add_argument("--prompt", type=int, default=16, help="prompt tokens")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     recipe, task, model = load_model(args.recipe, args.checkpoint, [])
     prompt = task.held_ids[1000:1000 + args.prompt].tolist()
     timed(model, prompt, 4, args.steps, True)  # warm-up
@@ -46,6 +49,7 @@ def main() -> None:
         "speedup": round(t_full / t_cached, 2), "identical_tokens": cached == full,
         "sample": decode_text(task.tokenizer, prompt + cached[:64]),
         "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
+        "load_average_1_5_15_min": [round(x, 2) for x in os.getloadavg()],
     }))
 
 

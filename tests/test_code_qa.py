@@ -12,7 +12,8 @@ from th1nker.recipe import load_recipe
 from th1nker.tasks import make_task
 from th1nker.tasks.base import IGNORE
 from th1nker.tasks.code_corpus import build_code_corpus
-from th1nker.tasks.code_qa import held_out, make_question
+from th1nker.tasks.code_qa import CHAINS, MAX_HOPS, held_out, make_question
+from th1nker.tasks.code_qa_shortcuts import SHORTCUTS, chance, generated, shortcut_scores
 from th1nker.train.loop import Trainer
 from th1nker.train.run import train_recipe
 
@@ -40,7 +41,28 @@ def test_questions_are_python_programs_and_their_answer_is_the_value():
             program, name = q[:-1].rsplit("; ", 1)
             scope = {}
             exec(program.replace("; ", "\n"), {}, scope)
-            assert str(scope[name]) == a and program.count(" = ") == hops + 2
+            assert str(scope[name]) == a and program.count(" = ") == hops * CHAINS
+            numbers = [v for v in scope.values() if isinstance(v, int)]
+            assert len(set(numbers)) == CHAINS and int(a) in numbers  # CHAINS distinct numbers, one is the answer
+
+
+@pytest.mark.parametrize("hops", range(1, MAX_HOPS + 1))
+def test_no_surface_rule_beats_chance(hops):
+    """First / last / most frequent number, or the number nearest the asked name, over 20,000 generated
+    questions: each right at most chance + 0.02 (chance is exactly 1/CHAINS); at 1 hop the asked name's own
+    statement holds the answer, so reading it there is the task, not a shortcut."""
+    assert chance() == 1 / CHAINS
+    questions = generated(hops, 20_000)
+    scores = shortcut_scores(questions)
+    assert set(scores) == set(SHORTCUTS)
+    for name, score in scores.items():
+        if hops == 1 and name == "number nearest the asked name":
+            assert score == 1.0
+        else:
+            assert score <= chance() + 0.02, (name, score)
+    ranks = [[m for m in q.replace(";", " ").split() if m.isdigit()].index(a) for q, a in questions]
+    for rank in range(CHAINS):  # the answer stands at each of the program's number positions equally often
+        assert abs(ranks.count(rank) / len(ranks) - chance()) <= 0.02, rank
 
 
 def test_held_out_questions_are_never_trained_on(tokenizer):
@@ -65,7 +87,7 @@ def test_only_the_answer_is_scored_and_all_of_it(tokenizer):
     wrong = right.clone()
     wrong[1, int((batch.target[1] != IGNORE).nonzero()[-1])] += 1  # only the eos after '12.' is wrong
     assert task.score(wrong, batch).tolist() == [True, False]
-    with pytest.raises(DataError, match="hops 1..8"):
+    with pytest.raises(DataError, match="hops 1..6"):
         qa_task(tokenizer, "task.eval=[0]")
 
 

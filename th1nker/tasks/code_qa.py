@@ -1,9 +1,15 @@
 """Questions about tiny Python programs, as "question? answer." text for a code language model.
 
-A question is a few assignments (a Python program) and a name, e.g. `c = 4; b = 7; a = c; a?`; its
-answer is the name's value: `4.`. Difficulty = hops from the asked name to its number (1: assigned a number
-directly); the other names are distractors. Every question whose text hashes into the held-out tenth
-is never trained on, and evaluation draws only those: a right answer is generalisation, not recall.
+A question is a program and a name; its answer is the name's value:
+`q = 41; d = 7; m = 90; t = 12; a = d; x = q; b = a; y = x; ...; b? 7.` The program is CHAINS chains of
+assignments, all as long as the question's difficulty (hops from a name to its number; 1: assigned a number
+directly): first each chain's root is assigned a distinct number (in random order), then the chains'
+`a = b` links follow, interleaved at random but each chain in order (so the program runs as Python). The
+asked name ends a chain drawn uniformly, so the answer is each of the program's numbers equally often, in
+each position of the text: every rule that ignores the names (first, last or most frequent number, the
+number nearest the question) is right exactly 1/CHAINS of the time (the rules: `code_qa_shortcuts`).
+Every question whose text hashes into the held-out tenth is never trained on, and evaluation draws only
+those: a right answer is generalisation, not recall.
 
 Tokens come from task.tokenizer (the code LM's). Input = question, answer, eos; target = the next token
 at the answer's positions only. Every answer token right under teacher forcing is the same event as the
@@ -23,8 +29,8 @@ from th1nker.tasks.base import IGNORE, Batch, Task, TaskSpec
 from th1nker.tasks.vocab import load_tokenizer
 
 NAMES = "abcdefghijklmnopqrstuvwxyz"
-DISTRACTORS = 2  # numbers assigned to names the question does not follow
-MAX_HOPS = 8
+CHAINS = 4  # chains per program: the asked one and three distractors, each ending in its own number
+MAX_HOPS = len(NAMES) // CHAINS  # every name in a program is distinct
 
 
 def held_out(question: str) -> bool:
@@ -33,15 +39,20 @@ def held_out(question: str) -> bool:
 
 
 def make_question(hops: int, rng: random.Random) -> tuple[str, str]:
-    """(question ending in '?', answer without '.'): a chain of `hops` assignments in program order, with
-    the distractors' assignments put in at random places (so the program runs as Python)."""
-    names = rng.sample(NAMES, hops + DISTRACTORS)
-    chain, others = names[:hops], names[hops:]
-    value = rng.randrange(100)
-    statements = [f"{chain[0]} = {value}"] + [f"{chain[i]} = {chain[i - 1]}" for i in range(1, hops)]
-    for n in others:
-        statements.insert(rng.randrange(len(statements) + 1), f"{n} = {rng.randrange(100)}")
-    return "; ".join(statements) + f"; {chain[-1]}?", str(value)
+    """(question ending in '?', answer without '.'): CHAINS chains of `hops` names, the roots assigned
+    distinct numbers first, then the links interleaved at random; the asked name ends a random chain."""
+    names = rng.sample(NAMES, CHAINS * hops)
+    chains = [names[i * hops:(i + 1) * hops] for i in range(CHAINS)]
+    values = rng.sample(range(100), CHAINS)
+    statements = [f"{chains[c][0]} = {values[c]}" for c in rng.sample(range(CHAINS), CHAINS)]
+    links = [c for c in range(CHAINS) for _ in range(hops - 1)]
+    rng.shuffle(links)
+    done = [0] * CHAINS
+    for c in links:
+        done[c] += 1
+        statements.append(f"{chains[c][done[c]]} = {chains[c][done[c] - 1]}")
+    asked = rng.randrange(CHAINS)
+    return "; ".join(statements) + f"; {chains[asked][-1]}?", str(values[asked])
 
 
 @register_task("code_qa")
@@ -59,8 +70,9 @@ class CodeQA(Task):
         if bad:
             raise DataError(f"task.train / task.eval: code_qa difficulties are hops 1..{MAX_HOPS}, got {bad}")
 
-    def examples(self, n: int, hops: int, rng: random.Random, evaluation: bool) -> list[tuple[str, str]]:
+    def examples(self, n: int, hops: int, generator: torch.Generator, evaluation: bool) -> list[tuple[str, str]]:
         """`n` questions of the split (held-out questions for evaluation, the rest for training)."""
+        rng = random.Random(int(torch.randint(0, 2**62, (1,), generator=generator)))
         out = []
         while len(out) < n:
             q, a = make_question(hops, rng)
@@ -69,12 +81,15 @@ class CodeQA(Task):
         return out
 
     def batch(self, n: int, difficulty: int, generator: torch.Generator, evaluation: bool = False) -> Batch:
-        rng = random.Random(int(torch.randint(0, 2**62, (1,), generator=generator)))
-        return self.pack(self.examples(n, difficulty, rng, evaluation))
+        return self.pack(self.examples(n, difficulty, generator, evaluation))
+
+    def eval_questions(self, difficulty: int, n: int | None = None) -> list[tuple[str, str]]:
+        """The fixed evaluation questions at `difficulty` (what eval_batch packs)."""
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + difficulty + 7)
+        return self.examples(n or self.config.eval_examples, difficulty, g, evaluation=True)
 
     def eval_batch(self, difficulty: int, n: int | None = None) -> Batch:
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + difficulty + 7)
-        return self.batch(n or self.config.eval_examples, difficulty, g, evaluation=True)
+        return self.pack(self.eval_questions(difficulty, n))
 
     def pack(self, pairs: list[tuple[str, str]]) -> Batch:
         """The ids of 'question? answer.' + eos, padded with eos; targets at the answer's positions only."""
