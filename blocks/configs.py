@@ -83,17 +83,15 @@ class CompressConfig(Strict):
         return self.chunk // math.prod(lv.ratio for lv in self.levels)
 
 
-class ReadLongTermConfig(ReadConfig):
+class CompressedReadConfig(ReadConfig):
+    """A read that compresses chunks of tokens into latents, ranks what it could read with a learned
+    indexer, and reads the top-k, or one item a learned chooser picks (read_longterm, read_parts)."""
+
     positions: bool = Field(False, description="rotary positions over the blocks read")
     top_k: int = Field(4, gt=0, description="blocks read per call")
     key_dim: int = Field(64, gt=0, description="indexer query/key width")
     compress: CompressConfig = Field(CompressConfig(), description="how a block of tokens becomes latents")
     distill: float = Field(1.0, ge=0, description="weight of the indexer's KL to the read attention (training)")
-    dense_train: bool = Field(True, description="training reads the whole pool; false: the indexer's top-k")
-    distractors: int = Field(0, ge=0, description="training: the pools of this many other examples of the batch "
-                             "join each pool (in-batch negatives), to learn to pick one block among many")
-    search: Literal["torch", "faiss_ivf", "faiss_hnsw", "faiss_flat"] = Field(
-        "torch", description="top-k over an on-disk store: exact in torch, or a faiss index (IVF, HNSW, flat)")
     choose: int | None = Field(None, ge=2, description="outside training, read ONE block, picked by a learned "
                                "chooser among the indexer's top-`choose` (trained by `th1nker rl` with "
                                "rl.policy: reads); null = read the top_k")
@@ -101,11 +99,39 @@ class ReadLongTermConfig(ReadConfig):
     @model_validator(mode="after")
     def _attends(self):
         if self.mode != "attention":
-            raise ValueError("mode: read_longterm attends over the blocks it selects; use mode: attention")
+            raise ValueError(f"mode: {self.kind} attends over the blocks it selects; use mode: attention")
         return self
 
     def problems(self, dim: int) -> list[str]:
         return super().problems(dim) + _divides("compress.heads", self.compress.heads, dim, "model.dim")
+
+
+class ReadLongTermConfig(CompressedReadConfig):
+    dense_train: bool = Field(True, description="training reads the whole pool; false: the indexer's top-k")
+    distractors: int = Field(0, ge=0, description="training: the pools of this many other examples of the batch "
+                             "join each pool (in-batch negatives), to learn to pick one block among many")
+    search: Literal["torch", "faiss_ivf", "faiss_hnsw", "faiss_flat"] = Field(
+        "torch", description="top-k over an on-disk store: exact in torch, or a faiss index (IVF, HNSW, flat)")
+
+
+class ReadPartsConfig(CompressedReadConfig):
+    input: str = Field("document", description="the batch input of token ids (the task's long input) to split")
+    parts: int = Field(8, ge=2, description="equal parts the input is split into; they must divide its length, "
+                       "each part a whole number of compress.chunk tokens")
+    top_k: int = Field(1, gt=0, description="outside training without `choose`: parts read per call, the best "
+                       "by the prior (1: the prior's top-1; = parts: every part)")
+    choose: int | None = Field(None, ge=2, description="outside training, read ONE part, picked by a learned "
+                               "chooser among the prior's top-`choose` parts (trained by `th1nker rl` with "
+                               "rl.policy: reads); null = read the top_k")
+
+    @model_validator(mode="after")
+    def _fit_parts(self):
+        for field in ("top_k", "choose"):
+            value = getattr(self, field)
+            if value is not None and value > self.parts:
+                raise ValueError(f"{field}: {value} exceeds parts: {self.parts} (there are only {self.parts} parts "
+                                 f"to read); set {field} to at most {self.parts}")
+        return self
 
 
 class ProcessConfig(BlockConfig):
@@ -227,6 +253,7 @@ BUILTIN: dict[str, tuple[type[BlockConfig], str]] = {
     "read_audio": (InputReadConfig, "th1nker.blocks.read:AudioRead"),
     "read_latent": (ReadLatentConfig, "th1nker.blocks.read:ReadLatentLayer"),
     "read_longterm": (ReadLongTermConfig, "th1nker.blocks.longterm:ReadLongTermLayer"),
+    "read_parts": (ReadPartsConfig, "th1nker.blocks.parts:ReadPartsLayer"),
     "process": (ProcessConfig, "th1nker.blocks.process:ProcessLayer"),
     "thinker": (ThinkerBlockConfig, "th1nker.blocks.thinker:ThinkerBlock"),
     "output_tokens": (LabelOutputConfig, "th1nker.blocks.output:TokenOutput"),

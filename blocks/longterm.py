@@ -67,15 +67,18 @@ class ReadLongTermLayer(ReadLayer):
             blocks = blocks.gather(1, top[:, :, None, None].expand(-1, -1, *blocks.shape[2:]))
         return Source(blocks.flatten(1, 2))
 
-    def _compressed(self, thought: Thought, ids: Tensor) -> Tensor:
-        """(B, N, chunk) ids -> (B, N, M, D), compressed once per gradient window."""
+    def _compressed(self, thought: Thought, ids: Tensor, cache: bool = True) -> Tensor:
+        """(B, N, chunk) ids -> (B, N, M, D), compressed once per gradient window (`cache`: False for ids
+        that change from call to call)."""
         b, n, _ = ids.shape
-        cache = f"compressed/{self.name}"
-        blocks = thought.window.cache.get(cache) if not self.config.compress.conditioned else None
+        key = f"compressed/{self.name}"
+        cache = cache and not self.config.compress.conditioned
+        blocks = thought.window.cache.get(key) if cache else None
         if blocks is None:
             cond = thought.latent.repeat_interleave(n, 0) if self.config.compress.conditioned else None
             blocks = self.compressor(ids.flatten(0, 1), cond).unflatten(0, (b, n))
-            thought.window.cache[cache] = blocks
+            if cache:
+                thought.window.cache[key] = blocks
         return blocks
 
     def _read_store(self, thought: Thought, memory) -> Source:
@@ -100,6 +103,10 @@ class ReadLongTermLayer(ReadLayer):
         """(B, M, D): the one of each example's (B, C, M, D) candidates that the chooser picks."""
         pick = self.chooser.choose(self.name, thought, candidates, prior)
         return candidates[torch.arange(len(pick), device=pick.device), pick]
+
+    def candidates(self, batch, memory=None) -> int:
+        """Blocks an example can read from: its pool, or the on-disk `memory`."""
+        return len(memory) if memory is not None else batch.inputs["memory"].shape[1]
 
     @torch.no_grad()
     def block_attention(self, latent: Tensor, blocks: Tensor) -> Tensor:

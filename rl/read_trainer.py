@@ -1,4 +1,5 @@
-"""RL over what to read: REINFORCE on the choosers of read blocks (which of the indexer's top-C to read)."""
+"""RL over what to read: REINFORCE on the choosers of read blocks (which of the indexer's top-C memory blocks,
+or which of the prior's top-C parts of a long input, to read)."""
 
 from __future__ import annotations
 
@@ -35,8 +36,8 @@ class ReadChoiceTrainer(RLTrainer):
         recipe = model.recipe
         self.blocks = choosing_blocks(model)
         if not self.blocks:
-            raise RecipeError("rl.policy: reads trains the chooser of a read block; give a read_longterm block "
-                              "`choose: C` (e.g. choose: 8)")
+            raise RecipeError("rl.policy: reads trains the chooser of a read block; give a read_longterm or "
+                              "read_parts block `choose: C` (e.g. choose: 8)")
         self.recipe, self.task = recipe, task
         self.rl = rl = recipe.rl or RLConfig(policy="reads")
         if rl.alternate_every:
@@ -90,12 +91,15 @@ class ReadChoiceTrainer(RLTrainer):
 @torch.no_grad()
 def compare_reads(model, task, difficulties: list[int], batch_size: int = 256, memory=None) -> dict:
     """Answer accuracy per difficulty when each read takes the indexer's top-1, its top-k (the recipe's
-    top_k), or the one block its chooser picks among the top-C; with blocks read per example and
-    wall-clock seconds, each arm timed side by side on the same batches and initial latents. `memory`:
-    an on-disk LongTermMemory every example reads instead of its own pool."""
+    top_k; named all_parts when read_parts blocks read every part), or the one block its chooser picks
+    among the top-C; with blocks read per example and wall-clock seconds, each arm timed side by side
+    on the same batches and initial latents. `memory`: an on-disk LongTermMemory every example reads
+    instead of its own pool."""
     blocks = choosing_blocks(model)
     top_k = {name: b.top_k for name, b in blocks.items()}
-    arms = {"top_1": (False, 1), f"top_{max(top_k.values())}": (False, None), "chooser": (True, None)}
+    every = all(getattr(b.config, "parts", None) == b.top_k for b in blocks.values())
+    arms = {"top_1": (False, 1), "all_parts" if every else f"top_{max(top_k.values())}": (False, None),
+            "chooser": (True, None)}
     device = next(model.parameters()).device
     result = {arm: {} for arm in arms}
     try:
@@ -115,7 +119,8 @@ def compare_reads(model, task, difficulties: list[int], batch_size: int = 256, m
                     thought = run_to_end(model, batch, generator=g, thought=thought)
                     sums[arm][2] += time.perf_counter() - start
                     sums[arm][0] += task.score(model.prediction(thought), batch).float().sum().item()
-                    per_call = 1 if choosing else min(k or max(top_k.values()), _pool(batch, memory))
+                    pool = next(iter(blocks.values())).candidates(batch, memory)
+                    per_call = 1 if choosing else min(k or max(top_k.values()), pool)
                     sums[arm][1] += per_call * len(batch) * thought.trace.count(next(iter(blocks)))
             for arm, (correct, read, seconds) in sums.items():
                 result[arm][str(d)] = {"accuracy": correct / len(full), "blocks_read": read / len(full),
@@ -126,8 +131,3 @@ def compare_reads(model, task, difficulties: list[int], batch_size: int = 256, m
     result["summary"] = {arm: {"accuracy": sum(r["accuracy"] for r in result[arm].values()) / len(difficulties),
                                "seconds": sum(r["seconds"] for r in result[arm].values())} for arm in arms}
     return result
-
-
-def _pool(batch, memory) -> int:
-    """Blocks an example can read from: its pool, or the on-disk memory."""
-    return len(memory) if memory is not None else batch.inputs["memory"].shape[1]

@@ -82,7 +82,7 @@ def print_comparison(result: dict, console: Console) -> None:
 
 def print_read_comparison(result: dict, console: Console) -> None:
     arms = [a for a in result if a != "summary"]
-    table = Table(title="what each read takes (accuracy / blocks read per example)")
+    table = Table(title="what each read takes (accuracy / blocks or parts read per example)")
     table.add_column("difficulty", justify="right")
     for arm in arms:
         table.add_column(arm, justify="right")

@@ -15,6 +15,11 @@ from th1nker.recipe import AudioEncoderConfig, ImageEncoderConfig, ModelConfig
 from th1nker.thought import Source
 
 
+# batch inputs of token ids in the text vocabulary that the text encoder embeds too, besides "text"
+# (a task's long input, which a read_parts block splits into parts)
+ENCODED_AS = {"document": "text"}
+
+
 class TextEncoder(nn.Module):
     """Token ids (B, S) -> (B, S, D) embeddings, the ids kept beside them (D = 0 when a block embeds them)."""
 

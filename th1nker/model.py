@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from th1nker.blocks.base import BuildContext
-from th1nker.encoders import build_encoders
+from th1nker.encoders import ENCODED_AS, build_encoders
 from th1nker.errors import DataError, RecipeError
 from th1nker.graph import BlockGraph
 from th1nker.memory import LatentStore
@@ -66,8 +66,8 @@ class Th1nker(nn.Module):
 
     # -- starting a run -----------------------------------------------------------------------
     def encode(self, batch: Batch) -> dict[str, Source]:
-        return {k: self.encoders[k](v, batch.masks.get(k), batch.grid)
-                for k, v in batch.inputs.items() if k in self.encoders}
+        return {k: self.encoders[ENCODED_AS.get(k, k)](v, batch.masks.get(k), batch.grid)
+                for k, v in batch.inputs.items() if ENCODED_AS.get(k, k) in self.encoders}
 
     def init_state(self, name: str, b: int, length: int, device, generator: torch.Generator | None = None) -> Tensor:
         """A state's initial value: learned, a fixed random buffer (its own per state), or random per sample."""

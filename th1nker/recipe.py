@@ -362,7 +362,8 @@ class RLConfig(Strict):
 
     policy: Literal["blocks", "reads"] = Field(
         "blocks", description="blocks: the probe learns which block runs next and when to stop; reads: the "
-        "choosers of read_longterm blocks with `choose: C` learn which of the indexer's top-C blocks to read")
+        "choosers of read_longterm / read_parts blocks with `choose: C` learn which of the indexer's top-C blocks "
+        "(the prior's top-C parts) to read")
     difficulties: list[int] | None = Field(None, min_length=1, description="difficulties of the episodes "
                                            "(default: the task's training range)")
     algorithm: Literal["reinforce"] = Field("reinforce", description="policy gradient: REINFORCE with a batch-mean baseline")

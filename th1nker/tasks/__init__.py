@@ -11,7 +11,8 @@ from importlib import import_module
 # task name -> the module that defines it (imported by make_task)
 BUILTIN_TASKS = {
     "prefix_parity": "prefix_parity", "addition": "addition", "maze": "maze", "text_qa": "text_qa",
-    "delayed_recall": "delayed_recall", "kv_facts": "kv_facts", "kv_rule": "kv_facts", "speak": "speak", "media_qa": "media_files",
+    "delayed_recall": "delayed_recall", "kv_facts": "kv_facts", "kv_rule": "kv_facts", "kv_document": "kv_document",
+    "speak": "speak", "media_qa": "media_files",
     "omni_qa": "omni_qa", "scene_qa": "scenes", "sound_qa": "sounds", "text_lm": "text_lm",
     "sudoku": "sudoku", "code_qa": "code_qa",
 }

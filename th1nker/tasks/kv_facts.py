@@ -25,6 +25,8 @@ LETTERS, DIGITS = "abcdefghijklmnop", "0123456789abcdef"
 class KVFacts(Task):
     """Answer a key's value from a pool of compressed fact blocks."""
 
+    swaps = True  # hard negatives include the asked key with two symbols swapped
+
     def __init__(self, config, seed: int = 0, facts: int = 4, key_len: int = 4):
         super().__init__(config, seed)
         self.facts, self.key_len = facts, key_len
@@ -91,7 +93,7 @@ class KVFacts(Task):
         i, j = torch.triu_indices(length, length, 1)
         di, dj = digits[:, i], digits[:, j]
         swapped = base + (dj - di) * place[i] + (di - dj) * place[j]
-        n_swap = min(m // 2, len(i))
+        n_swap = min(m // 2, len(i)) if self.swaps else 0
         pick = torch.where(di != dj, torch.rand(di.shape, generator=generator), 2.0).argsort(dim=1)[:, :n_swap]
         candidates = torch.cat([swapped.gather(1, pick),
                                 changed.gather(1, torch.rand(changed.shape, generator=generator).argsort(dim=1)[:, :m])], 1)
