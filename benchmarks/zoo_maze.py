@@ -4,8 +4,9 @@ feed-forward net with the same parameter count, trained as long, does not.
 
 Two models, the same training time each, the same task (3-5-cell mazes in training, the paper's 5x5 to 9x9):
   dtnet        the recipe, evaluated at every size for each number of thinking steps;
-  feedforward  the same conv2d+SwiGLU layers with separate weights in one pass (8 layers), at the width
-               that matches DT-net's parameter count, trained with the same loss for the same time.
+  feedforward  the recipe's think block with separate weights in one pass (8 layers; DT-net's block: 4
+               residual blocks = 8 convs after its recall conv), at the width that matches DT-net's
+               parameter count, trained with the same loss for the same time (or --updates).
 Accuracy is exact-path match (every square right) on held-out mazes. Prints one JSON object.
 """
 
