@@ -4,8 +4,9 @@ feed-forward net with the same parameter count, trained as long, does not.
 
 Two models, the same training time each, the same task (3-5-cell mazes in training, the paper's 5x5 to 9x9):
   dtnet        the recipe, evaluated at every size for each number of thinking steps;
-  feedforward  the same conv2d+SwiGLU layers with separate weights in one pass (8 layers), at the width
-               that matches DT-net's parameter count, trained with the same loss for the same time.
+  feedforward  the recipe's think block with separate weights in one pass (8 layers; DT-net's block: 4
+               residual blocks = 8 convs after its recall conv), at the width that matches DT-net's
+               parameter count, trained with the same loss for the same time (or --updates).
 Accuracy is exact-path match (every square right) on held-out mazes. Prints one JSON object.
 """
 
@@ -27,18 +28,25 @@ ROOT = Path(__file__).resolve().parents[1]
 FF_LAYERS = 8
 
 
-def recipe(minutes: float, sizes: list[int], examples: int) -> dict:
+def recipe(minutes: float, updates: int, sizes: list[int], examples: int, overrides: list[str]) -> dict:
+    """dtnet_maze.yaml with the budget (`updates` > 0: that many updates, else `minutes`) and `overrides`."""
     from th1nker.recipe import apply_overrides, resolve_bases
 
     data = resolve_bases(ROOT / "recipes" / "zoo" / "dtnet_maze.yaml")
-    return apply_overrides(data, [f"train.max_minutes={minutes}", "train.max_updates=1000000", "tracking.enabled=false",
-                                  "train.checkpoint_every=1000000", f"task.eval={sizes}", f"task.eval_examples={examples}"])
+    budget = ["train.max_minutes=null", f"train.max_updates={updates}"] if updates else \
+        [f"train.max_minutes={minutes}", "train.max_updates=1000000"]
+    return apply_overrides(data, budget + ["tracking.enabled=false", "train.checkpoint_every=1000000",
+                                           f"task.eval={sizes}", f"task.eval_examples={examples}", *overrides])
 
 
 def feedforward(data: dict, dim: int) -> dict:
     data = copy.deepcopy(data)
     data["model"]["dim"] = dim
-    data["model"]["blocks"]["think"]["layers"] = FF_LAYERS
+    think = data["model"]["blocks"]["think"]
+    if think["kind"] == "dtnet":  # DT-net's block: 8 convs = 4 residual blocks (after its recall conv)
+        think["blocks"] = FF_LAYERS // 2
+    else:
+        think["layers"] = FF_LAYERS
     data["schedule"]["steps"] = 1
     data["train"]["tbptt"] = {"mode": "full"}
     return data
@@ -77,6 +85,9 @@ def main():
     ap.add_argument("--steps", default="10,20,40,80,120,160,200,300,400,500,600,800,1000")
     ap.add_argument("--examples", default="5:32,9:32,13:32,17:32,25:8,33:8", help="size:held-out mazes")
     ap.add_argument("--only", default="dtnet,feedforward")
+    ap.add_argument("--updates", type=int, default=0, help="train every model this many updates instead of --minutes")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a field of dtnet_maze.yaml (repeatable), e.g. --set train.tbptt.alpha=0.01")
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(1)  # measured: on 2 shared, loaded cores one thread ran 20x faster than two
@@ -86,12 +97,13 @@ def main():
     minutes = 0.2 if args.quick else args.minutes
     if args.quick:
         horizons, examples = {5: 20, 7: 40}, {5: 4, 7: 4}
-    base = recipe(minutes, list(horizons), 8)
+    base = recipe(minutes, args.updates, list(horizons), 8, args.set)
     target = n_params(base)
     dim = min(range(8, 65, 2), key=lambda d: abs(n_params(feedforward(base, d)) - target))
     out = {"claim": "DT-net trained on <= 5x5-cell mazes extrapolates to larger mazes by thinking longer; a "
                     "same-size feed-forward net trained as long does not",
-           "train_sizes": base["task"]["train"], "minutes_per_model": minutes, "examples_per_size": examples,
+           "train_sizes": base["task"]["train"], "minutes_per_model": None if args.updates else minutes,
+           "updates_per_model": args.updates or None, "overrides": args.set, "examples_per_size": examples,
            "maze_batch_seconds": {str(s): maze_seconds(s) for s in (9, 33, 59)}, "models": {}}
     for name in args.only.split(","):
         data = base if name == "dtnet" else feedforward(base, dim)

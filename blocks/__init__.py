@@ -9,8 +9,8 @@ from importlib import import_module
 _WHERE = {
     "Block": "base", "BuildContext": "base",
     "ReadLayer": "read", "InputRead": "read", "TextRead": "read", "ImageRead": "read", "AudioRead": "read",
-    "ReadLatentLayer": "read", "ReadLongTermLayer": "longterm", "ProcessLayer": "process",
-    "OutputLayer": "output", "TokenOutput": "output", "ClassOutput": "output", "SpeechOutput": "speech",
+    "ReadLatentLayer": "read", "ReadLongTermLayer": "longterm", "ProcessLayer": "process", "DTNetBlock": "dtnet",
+    "OutputLayer": "output", "TokenOutput": "output", "ClassOutput": "output", "ConvTokenOutput": "output", "SpeechOutput": "speech",
     "TextOutput": "text_output",
     "Probe": "probe", "ThinkerBlock": "thinker", "ThinkerLMOutput": "thinker_lm",
 }

@@ -8,7 +8,7 @@ checks what a config cannot check alone (sizes against the model width).
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
@@ -152,6 +152,21 @@ class ProcessConfig(BlockConfig):
         return _divides("heads", self.heads, dim, "model.dim") if self.mixer == "attention" else []
 
 
+class DTNetConfig(BlockConfig):
+    """DT-net's recurrent block (Bansal et al. 2022) over the input's 2-D grid, without normalisation."""
+
+    blocks: int = Field(2, gt=0, le=64, description="residual blocks after the recall conv (two convs, ReLU, skip, ReLU)")
+    kernel: int = Field(3, gt=0, description="convolution kernel size (odd)")
+    recall: bool = Field(True, description="concatenate the encoded input to the latent before the first conv "
+                         "(DT-net's recall); false: the first conv sees the latent alone")
+
+    @model_validator(mode="after")
+    def _odd_kernel(self):
+        if self.kernel % 2 == 0:
+            raise ValueError(f"kernel: {self.kernel} is even; an odd kernel keeps the grid's size")
+        return self
+
+
 class ThinkerLayersConfig(Strict):
     """The sizes of a stack of Thinker layers, shared by every block built from them."""
 
@@ -195,6 +210,11 @@ class LabelOutputConfig(OutputConfig):
         "bce", description="with halt: true, bce: one logit, BCE on 'exactly right' (TRM); q: HRM's Q-learning "
         "halting, two logits (halt, continue): halt on 'exactly right', continue on the sigmoid of the next "
         "step's max(halt, continue) (its halt alone at the last step), computed ahead without gradient")
+
+
+class ConvOutputConfig(LabelOutputConfig):
+    widths: list[Annotated[int, Field(gt=0)]] = Field(
+        [32, 8], description="hidden widths of the 3x3 conv head before the class conv (DT-net's: 32, 8)")
 
 
 class TextOutputConfig(OutputConfig):
@@ -255,9 +275,11 @@ BUILTIN: dict[str, tuple[type[BlockConfig], str]] = {
     "read_longterm": (ReadLongTermConfig, "th1nker.blocks.longterm:ReadLongTermLayer"),
     "read_parts": (ReadPartsConfig, "th1nker.blocks.parts:ReadPartsLayer"),
     "process": (ProcessConfig, "th1nker.blocks.process:ProcessLayer"),
+    "dtnet": (DTNetConfig, "th1nker.blocks.dtnet:DTNetBlock"),
     "thinker": (ThinkerBlockConfig, "th1nker.blocks.thinker:ThinkerBlock"),
     "output_tokens": (LabelOutputConfig, "th1nker.blocks.output:TokenOutput"),
     "output_class": (LabelOutputConfig, "th1nker.blocks.output:ClassOutput"),
+    "output_conv2d": (ConvOutputConfig, "th1nker.blocks.output:ConvTokenOutput"),
     "output_text": (TextOutputConfig, "th1nker.blocks.text_output:TextOutput"),
     "thinker_lm": (ThinkerLMConfig, "th1nker.blocks.thinker_lm:ThinkerLMOutput"),
     "output_speech": (SpeechOutputConfig, "th1nker.blocks.speech:SpeechOutput"),

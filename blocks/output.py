@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from th1nker.blocks.base import Block, BuildContext
+from th1nker.blocks.grid import to_map, to_slots
 from th1nker.omni.layers import RMSNorm
 from th1nker.registry import register
 from th1nker.tasks.base import IGNORE
@@ -26,6 +27,10 @@ class OutputLayer(Block):
 
     def logits(self, latent: Tensor) -> Tensor:
         raise NotImplementedError
+
+    def logits_of(self, thought: Thought) -> Tensor:
+        """The logits of the focused state (a head that needs more of the Thought overrides this)."""
+        return self.logits(thought.latent)
 
     def loss(self, logits: Tensor, target: Tensor) -> Tensor:
         return F.cross_entropy(logits.flatten(0, -2).float(), target.flatten(), ignore_index=IGNORE)
@@ -54,7 +59,7 @@ class OutputLayer(Block):
         latent = thought.latent
         halt = self.halt(self.norm(latent).mean(dim=1)) if self.halt is not None else None
         halt = halt.squeeze(-1) if halt is not None and halt.shape[-1] == 1 else halt
-        thought.record(Output(thought.step, self.name, self.logits(latent), halt=halt))
+        thought.record(Output(thought.step, self.name, self.logits_of(thought), halt=halt))
         return thought
 
 
@@ -75,3 +80,23 @@ class ClassOutput(OutputLayer):
 
     def logits(self, latent: Tensor) -> Tensor:
         return self.head(self.norm(latent).mean(dim=1))
+
+
+@register("output_conv2d")
+class ConvTokenOutput(TokenOutput):
+    """One label per square of a 2-D grid from 3x3 convs with ReLU between them (DT-net's head).
+
+    Widths: model.dim -> `widths` (DT-net's 32, 8) -> classes, bias-free, no normalisation."""
+
+    def __init__(self, config, ctx: BuildContext):
+        super().__init__(config, ctx)
+        widths = [ctx.dim, *config.widths, ctx.spec.classes]
+        layers: list[nn.Module] = []
+        for a, b in zip(widths, widths[1:]):
+            layers += [nn.Conv2d(a, b, 3, padding=1, bias=False), nn.ReLU()]
+        self.head = nn.Sequential(*layers[:-1])
+        if self.halt is None:
+            self.norm = nn.Identity()
+
+    def logits_of(self, thought: Thought) -> Tensor:
+        return to_slots(self.head(to_map(thought.latent, thought.grid, f"block '{self.name}' (output_conv2d)")))

@@ -6,7 +6,8 @@ from torch import Tensor, nn
 
 from th1nker.blocks.base import Block, BuildContext
 from th1nker.blocks.configs import ProcessConfig
-from th1nker.errors import DataError, RecipeError
+from th1nker.blocks.grid import to_map, to_slots
+from th1nker.errors import RecipeError
 from th1nker.omni.layers import Attention, RMSNorm, SwiGLU
 from th1nker.registry import register
 from th1nker.thought import Thought
@@ -22,13 +23,9 @@ class ConvMixer(nn.Module):
         self.two_d = two_d
 
     def forward(self, x: Tensor, grid: tuple[int, int] | None) -> Tensor:
-        b, length, d = x.shape
         if not self.two_d:
             return self.conv(x.transpose(1, 2)).transpose(1, 2)
-        if grid is None or grid[0] * grid[1] != length:
-            raise DataError(f"conv2d mixer needs a 2-D input grid matching {length} latent slots, got {grid}")
-        y = self.conv(x.transpose(1, 2).reshape(b, d, *grid))
-        return y.flatten(2).transpose(1, 2)
+        return to_slots(self.conv(to_map(x, grid, "conv2d mixer")))
 
 
 class TokenMLP(nn.Module):

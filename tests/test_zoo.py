@@ -193,3 +193,67 @@ def test_the_gpu_command_in_the_trm_recipe_comment_validates():
     recipe = load_recipe(ZOO / "trm_sudoku.yaml", overrides)
     assert (recipe.model.dim, recipe.schedule.steps, recipe.train.batch_size, recipe.task.size) == (512, 16, 768, 9)
     assert [c["repeat"] for c in map(dict, recipe.schedule.step) if c.get("write") == "z"] == [6, 6, 6]
+
+
+DTNET = """
+name: dtnet_tiny
+seed: 0
+task: {kind: maze, train: [2, 3], eval: [3], eval_examples: 4}
+model:
+  dim: 8
+  latent: {slots: input, init: fixed, scale: 0}
+  blocks:
+    think: {kind: dtnet, recall: RECALL}
+    answer: {kind: output_conv2d}
+graph: {start: [think], edges: {think: [answer], answer: [think]}}
+schedule: {kind: fixed, step: [think, answer], steps: 3}
+train: {tbptt: {mode: dtnet, alpha: 0.5}, batch_size: 4, max_updates: 2}
+"""
+
+
+def dtnet_model(recall: bool = True, task: str = "maze"):
+    from th1nker.recipe import validate_recipe
+    import yaml
+
+    data = yaml.safe_load(DTNET.replace("RECALL", str(recall).lower()))
+    if task != "maze":
+        data["task"] = {"kind": task, "train": [4, 6], "eval": [6]}
+    recipe = validate_recipe(data)
+    t = make_task(recipe.task, 0)
+    return Th1nker(recipe, t.spec), t
+
+
+def test_dtnet_block_is_dt_nets_recurrent_block():
+    """concat(latent, input) -> conv -> 2 residual blocks of two bias-free 3x3 convs, no normalisation:
+    from a zero latent only the recalled input can make the latent non-zero."""
+    model, task = dtnet_model()
+    block, d = model.blocks["think"], 8
+    assert sum(p.numel() for p in block.parameters()) == 9 * (2 * d * d + 2 * 2 * d * d)
+    assert not [m for m in block.modules() if "Norm" in type(m).__name__]
+    batch = task.batch(2, 3, torch.Generator().manual_seed(0))
+    thought = model.start(batch)
+    assert thought.latent.abs().sum() == 0
+    out = model.run_call("think", thought).latent
+    assert out.shape == (2, 49, d) and out.abs().sum() > 0 and (out >= 0).all()
+    assert out.pow(2).mean(-1).sqrt().std() > 0.01  # not RMS-normalised per square
+    closed, _ = dtnet_model(recall=False)
+    assert closed.run_call("think", closed.start(batch)).latent.abs().sum() == 0  # no recall: nothing to read
+
+
+def test_conv_head_sees_three_squares_around_each_square():
+    model, task = dtnet_model()
+    head = model.blocks["answer"]
+    assert sum(p.numel() for p in head.parameters()) == 9 * (8 * 32 + 32 * 8 + 8 * 2)
+    thought = model.start(task.batch(1, 3, torch.Generator().manual_seed(0)))
+    thought.latent = torch.randn(1, 49, 8)
+    before = head.logits_of(thought)
+    thought.latent = thought.latent.clone()
+    thought.latent[0, 0] += 1.0  # square (0, 0) of the 7x7 grid
+    changed = (head.logits_of(thought) - before).abs().sum(-1).view(7, 7) > 0
+    assert changed[:4, :4].any() and not changed[4:].any() and not changed[:, 4:].any()
+
+
+def test_dtnet_block_without_a_grid_is_refused():
+    model, task = dtnet_model(task="prefix_parity")
+    with pytest.raises(DataError, match="dtnet.*grid"):
+        model.think(task.batch(2, 6, torch.Generator().manual_seed(0)), steps=1)
