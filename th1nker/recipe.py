@@ -344,8 +344,9 @@ class EvalConfig(Strict):
     batch_size: int = Field(256, gt=0)
     ablate: list[str] = Field([], description="inputs replaced by zeros at evaluation (ablation), e.g. [image]")
     halt: HaltConfig = Field(HaltConfig(), description="a halting rule: examples stop thinking once it holds")
-    compile: bool = Field(False, description="torch.compile the blocks and any Thinker layers with dynamic shapes "
-                          "for evaluation, `think` and `generate` (as train.compile does for training)")
+    compile: bool = Field(False, description="torch.compile the blocks with dynamic shapes for evaluation, `think` "
+                          "and `generate` (as train.compile does for training); a ThinkerLM generates through its "
+                          "compiled static-cache decode step")
     clean_memory: bool = Field(False, description="evaluate without long-term memory (each example's pool removed): "
                                "does the model still answer without background knowledge?")
 
