@@ -92,6 +92,8 @@ class KVCache:
     every token; past the room it grows by doubling. `length` is a Python int (no device sync).
     """
 
+    fixed_size = False  # keys and values end at `length` (StaticKVCache's: at its capacity)
+
     def __init__(self, capacity: int | None = None):
         self.capacity = capacity
         self._k: Tensor | None = None
@@ -223,7 +225,7 @@ class Attention(nn.Module):
         # Without padding, SDPA's own causal kernel covers a full sequence, and a single query at
         # the end of the cache sees every key: no explicit mask is needed in either case (a static
         # cache's keys run past the end: it always needs one).
-        plain = self.causal and mask is None and (t == s or t == 1) and not getattr(cache, "fixed_size", False)
+        plain = self.causal and mask is None and (t == s or t == 1) and not (cache is not None and cache.fixed_size)
         attn_mask = None if plain else self._mask(mask, t, s, offset, x.device)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=plain and t > 1,
                                            dropout_p=self.dropout if self.training else 0.0,

@@ -147,7 +147,8 @@ class ThinkerLM(nn.Module):
         if compile:  # capacities in powers of two: prompts of other lengths reuse the compiled step
             needed = min(self.config.context, max(64, 1 << (needed - 1).bit_length()))
         cache = self.new_cache(needed, static=compile) if use_cache else None
-        forward = self
+        decode = self._decode_step() if compile else self
+        forward = self  # the prompt (and every step, without compile) runs eagerly
         done = torch.zeros(ids.shape[0], dtype=torch.bool, device=ids.device)
         out = ids.new_empty(ids.shape[0], ids.shape[1] + max_new_tokens)
         out[:, : ids.shape[1]] = ids
@@ -156,7 +157,7 @@ class ThinkerLM(nn.Module):
             logits, _ = forward(step if use_cache else out[:, :end], cache=cache)
             if compile:
                 cache[0].position += step.shape[1]
-                forward = self._decode_step()
+            forward = decode
             token = sample(logits[:, -1], temperature, top_k, top_p, generator)
             if eos_id is not None:
                 token = token.masked_fill(done, eos_id)
