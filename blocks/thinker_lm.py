@@ -37,7 +37,7 @@ class ThinkerLMOutput(OutputLayer):
             raise DataError(f"block '{self.name}' (thinker_lm) reads token ids: the task must give text input")
         cache = None
         if thought.decoding is not None:
-            cache = thought.decoding.get(self.name, thought.trace.count(self.name), self.lm.new_cache)
+            cache = thought.decoding.get(self.name, thought.trace.count(self.name), len(self.lm.blocks))
         logits, _ = self.lm(source.ids, mask=None if cache else source.mask, cache=cache)
         thought.record(Output(thought.step, self.name, logits))
         balance = pop_aux_loss(self.lm) if self.lm.config.experts else None

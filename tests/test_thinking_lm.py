@@ -8,6 +8,7 @@ import torch
 from typer.testing import CliRunner
 
 from th1nker.cli import app
+from th1nker.errors import DataError
 from th1nker.generate import decode_text, encode_text, generate, next_logits
 from th1nker.model import Th1nker
 from th1nker.recipe import load_recipe
@@ -117,6 +118,20 @@ def test_generate_cli_streams_text_and_refuses_a_bad_exit(corpus, tmp_path):
     res = runner.invoke(app, ["generate", str(recipe), "--checkpoint", str(tmp_path / "run"), "--prompt", "x",
                               "--exit", "kl:-1"])
     assert res.exit_code == 2 and "kl:EPS" in res.output
+    args = ["generate", str(recipe), "--checkpoint", str(tmp_path / "run"), "--prompt", "def f(", "--steps", "2",
+            "--max-new-tokens", "5"]
+    compiled = runner.invoke(app, [*args, "--compile"])
+    assert compiled.exit_code == 0, compiled.output
+    assert "compiled static cache" in compiled.output and compiled.output.split("\n")[0] == res_text(args)
+    res = runner.invoke(app, [*args, "--compile", "--no-cache"])
+    assert res.exit_code == 2 and "--no-cache" in res.output
+
+
+def res_text(args):
+    """The text `th1nker generate args` prints, eagerly and without the cache."""
+    res = runner.invoke(app, [*args, "--no-cache"])
+    assert res.exit_code == 0, res.output
+    return res.output.split("\n")[0]
 
 
 def test_output_text_decodes_answers_of_their_own_length_with_an_exact_cache():
@@ -175,3 +190,31 @@ def test_thinker_lm_recipe_trains_the_real_thinker_that_generate_and_convert_use
         torch.testing.assert_close(read_llama_folder(tmp_path / "hf")(ids)[0], lm(ids)[0], atol=1e-5, rtol=0)
     res = runner.invoke(app, ["convert", "to-hf", str(tmp_path), "--out", str(tmp_path / "x")])
     assert res.exit_code == 2 and "no recipe.yaml" in res.output
+
+
+def test_compiled_static_cache_gives_the_uncached_tokens_with_one_graph_per_step(corpus):
+    """`generate(compile=True)`: fixed-size caches and one compiled graph per block step, reused by every
+    token and by prompts of other lengths in the same capacity bucket; early exit pads static caches too."""
+    from th1nker.train import speed
+
+    recipe, task, model = small_lm(corpus)
+    prompt = encode_text(task.tokenizer, "import os\ndef main(")
+    uncached = [t for t, _ in generate(model, prompt, 12, steps=3, use_cache=False)]
+    before = speed.compiled_graphs()
+    assert [t for t, _ in generate(model, prompt, 12, steps=3, compile=True)] == uncached
+    built = speed.compiled_graphs() - before
+    assert all(model.blocks[name]._compiled_steps for name in ("prelude", "core", "coda", "head"))
+    assert built <= 4  # at most one per step function; equal shapes share one (also with earlier tests')
+    other = encode_text(task.tokenizer, "x = 1\n")
+    assert ([t for t, _ in generate(model, other, 20, steps=3, compile=True)] ==
+            [t for t, _ in generate(model, other, 20, steps=3, use_cache=False)])
+    # every later token exits after 2 of 5 iterations: the skipped calls' caches are filled from the last one
+    exits = list(generate(model, prompt, 10, steps=5, exit_kl=1e9, compile=True))
+    assert exits == list(generate(model, prompt, 10, steps=5, exit_kl=1e9)) and exits[-1][1] == 2
+    assert speed.compiled_graphs() - before == built
+
+
+def test_generate_refuses_compile_without_the_cache(corpus, tmp_path):
+    recipe, task, model = small_lm(corpus)
+    with pytest.raises(DataError, match="--no-cache"):
+        next(generate(model, [1, 2], 3, steps=2, use_cache=False, compile=True))

@@ -44,28 +44,32 @@ def register(app: typer.Typer, user_errors) -> None:
                  top_p: Optional[float] = typer.Option(None, min=0.0, max=1.0, help="nucleus sampling mass"),
                  seed: int = typer.Option(0, help="sampling seed"),
                  no_cache: bool = typer.Option(False, help="recompute the whole sequence for every token"),
-                 compile_: bool = typer.Option(False, "--compile", help="torch.compile the blocks (eval.compile: "
-                                               "true); a thinker_lm decodes through a static KV cache with "
-                                               "one compiled step; the first call pays for compiling"),
+                 compile_: bool = typer.Option(False, "--compile", help="decode through a static KV cache with compiled "
+                                               "steps (also when the recipe says eval.compile: true); the first "
+                                               "call pays for compiling"),
                  set_: Optional[list[str]] = typer.Option(None, "--set", help="override a recipe field")):
         """Continue PROMPT token by token, printing text as it comes."""
         from th1nker.generate import EXIT_CAP, decode_text, encode_text, generate as run, thinker_lm_of
+        from th1nker.recipe import load_recipe
         from th1nker.train.evaluate import load_model
 
         exit_kl = parse_exit(exit_)
-        recipe_, task, model = load_model(recipe, checkpoint, [*(set_ or []), *(["eval.compile=true"] if compile_ else [])])
+        compile_ = compile_ or load_recipe(recipe, set_ or []).eval.compile
+        # generation compiles its own static-shape steps: the blocks' dynamic-shape compile would trace around them
+        recipe_, task, model = load_model(recipe, checkpoint, [*(set_ or []), "eval.compile=false"])
         if task.tokenizer is None or "text" not in model.encoders:
             raise DataError(f"{recipe}: generate needs a text language-model recipe (task.kind: text_lm)")
         ids = encode_text(task.tokenizer, prompt.replace("\\n", "\n"))
         if thinker_lm_of(model) is not None:
+            thinker_lm_of(model).compile_generate = compile_
             return _thinker_lm(thinker_lm_of(model), task.tokenizer, ids, exit_kl, steps, max_new_tokens,
                                temperature, top_k, top_p, seed, no_cache)
         steps = steps or (EXIT_CAP if exit_kl else recipe_.schedule.steps)
         new, iters, shown = [], [], decode_text(task.tokenizer, ids)
         typer.echo(shown, nl=False)
         start = time.perf_counter()
-        for token, used in run(model, ids, max_new_tokens, steps, use_cache=not no_cache, exit_kl=exit_kl,
-                               temperature=temperature, top_k=top_k, top_p=top_p, seed=seed):
+        for token, used in run(model, ids, max_new_tokens, steps, use_cache=not no_cache, compile=compile_,
+                               exit_kl=exit_kl, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed):
             new.append(token)
             iters.append(used)
             text = decode_text(task.tokenizer, ids + new)
@@ -74,7 +78,8 @@ def register(app: typer.Typer, user_errors) -> None:
         seconds = time.perf_counter() - start
         typer.echo("")
         typer.echo(f"[{len(new)} tokens in {seconds:.2f} s, {len(new) / seconds:.1f} tokens/s, "
-                   f"{sum(iters) / len(iters):.1f} iterations per token, cache {'off' if no_cache else 'on'}]", err=True)
+                   f"{sum(iters) / len(iters):.1f} iterations per token, cache {'off' if no_cache else 'on'}"
+                   f"{', compiled static cache (compiling included)' if compile_ else ''}]", err=True)
 
 
 def _thinker_lm(lm, tokenizer, ids, exit_kl, steps, max_new_tokens, temperature, top_k, top_p, seed, no_cache):

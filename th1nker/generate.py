@@ -14,6 +14,7 @@ from torch import Tensor
 
 from th1nker.errors import DataError
 from th1nker.loop import StepEnd, think
+from th1nker.omni.layers import Rotary
 from th1nker.omni.thinker import sample
 from th1nker.tasks.base import Batch
 from th1nker.thought import DecodeCache
@@ -65,9 +66,11 @@ def next_logits(model, ids: Tensor, steps: int, decoding: DecodeCache | None = N
             used = thought.step
             break
         prev = logits
-    if decoding is not None and used < steps:  # later iterations see the exited token's latest state
-        for block in model.blocks:
-            decoding.pad(block, thought.trace.count(block))
+    if decoding is not None:
+        if used < steps:  # later iterations see the exited token's latest state
+            for block in model.blocks:
+                decoding.pad(block, thought.trace.count(block), ids.shape[1])
+        decoding.advance(ids.shape[1])
     return logits, used
 
 
@@ -89,17 +92,35 @@ def check_cacheable(model) -> None:
                             "scale: 0), or generate with --no-cache")
 
 
+def static_cache(model, tokens: int, device: torch.device, compiled: bool) -> DecodeCache:
+    """Fixed-size caches for `tokens` positions, rounded up to a power of two (at least 64, at most the
+    smallest block context) so that generations of other lengths reuse the compiled steps."""
+    contexts = [b.config.context for b in model.blocks.values() if getattr(b.config, "context", None)]
+    capacity = max(tokens, min(max(64, 1 << (tokens - 1).bit_length()), *contexts, 1 << 62))
+    for m in model.modules():
+        if isinstance(m, Rotary):  # a static step indexes the rotary table: build it now
+            m.reserve(capacity, device)
+    return DecodeCache.static(capacity, device, compiled)
+
+
 @torch.no_grad()
 def generate(model, ids: list[int], max_new_tokens: int, steps: int, *, use_cache: bool = True,
-             exit_kl: float | None = None, temperature: float = 0.0, top_k: int | None = None,
-             top_p: float | None = None, seed: int = 0) -> Iterator[tuple[int, int]]:
-    """Yield (token, iterations it took) for up to `max_new_tokens` tokens after `ids`."""
+             compile: bool = False, exit_kl: float | None = None, temperature: float = 0.0,
+             top_k: int | None = None, top_p: float | None = None, seed: int = 0) -> Iterator[tuple[int, int]]:
+    """Yield (token, iterations it took) for up to `max_new_tokens` tokens after `ids`.
+
+    `compile`: the KV caches are static and each thinker block runs a new token through one compiled
+    graph (built at its first use; the prompt runs eagerly)."""
+    if compile and not use_cache:
+        raise DataError("--compile decodes through the KV cache; drop --no-cache (or --compile)")
     model.eval()
     if use_cache:
         check_cacheable(model)
     device = next(model.parameters()).device
     seq = torch.tensor([ids], device=device)
-    decoding = DecodeCache() if use_cache else None
+    decoding = None
+    if use_cache:
+        decoding = static_cache(model, len(ids) + max_new_tokens, device, True) if compile else DecodeCache()
     g = torch.Generator(device=device).manual_seed(seed)
     feed = seq
     for n in range(max_new_tokens):

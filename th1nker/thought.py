@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from th1nker.omni.layers import KVCache, StaticKVCache
+
 
 @dataclass
 class Source:
@@ -91,26 +93,43 @@ class WindowState:
 @dataclass
 class DecodeCache:
     """Per generation, across the runs of every new token: the KV caches of each causal block call,
-    keyed by (block, call index in a run), holding the keys and values of the tokens before this run's."""
+    keyed by (block, call index in a run), holding the keys and values of the tokens before this run's.
+
+    With `capacity`, every call's caches are fixed-size `StaticKVCache`s sharing one `position`, which
+    the generator advances after each run (`advance`), so a block's one-token step keeps its shapes and
+    `compiled` blocks may run it as one compiled graph (`th1nker generate --compile`).
+    """
 
     caches: dict[tuple[str, int], list] = field(default_factory=dict)
+    capacity: int | None = None
+    position: Tensor | None = None
+    compiled: bool = False
 
-    def get(self, block: str, index: int, new) -> list:
-        """The caches of `block`'s call `index`, made by `new()` at its first use."""
+    @classmethod
+    def static(cls, capacity: int, device: torch.device, compiled: bool = False) -> "DecodeCache":
+        return cls(capacity=capacity, position=torch.zeros((), dtype=torch.long, device=device), compiled=compiled)
+
+    def get(self, block: str, index: int, layers: int) -> list:
+        """The `layers` caches of `block`'s call `index`, made at its first use."""
         if (block, index) not in self.caches:
-            self.caches[(block, index)] = new()
+            self.caches[(block, index)] = [KVCache() if self.capacity is None else
+                                           StaticKVCache(self.capacity, self.position, static_address=False)
+                                           for _ in range(layers)]
         return self.caches[(block, index)]
 
-    def pad(self, block: str, calls: int) -> None:
-        """A token left the loop after `calls` calls of `block`: its later calls' caches get the keys and
-        values of its last call (Huginn's early exit), so every call's cache covers the same tokens."""
+    def advance(self, tokens: int) -> None:
+        """This run's `tokens` are in every cache: the next run writes after them (static caches)."""
+        if self.position is not None:
+            self.position += tokens
+
+    def pad(self, block: str, calls: int, tokens: int) -> None:
+        """This run's `tokens` left the loop after `calls` calls of `block`: its later calls' caches get the
+        keys and values of its last call (Huginn's early exit), so every call's cache covers the same tokens."""
         last = self.caches.get((block, calls - 1))
         for (name, index), layers in self.caches.items():
             if name == block and index >= calls and last is not None:
                 for cache, src in zip(layers, last):
-                    n = src.length - cache.length
-                    if n > 0:
-                        cache.extend(src.k[..., -n:, :], src.v[..., -n:, :])
+                    cache.fill_from(src, tokens)
 
 
 @dataclass
