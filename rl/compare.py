@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from dataclasses import replace
 
 import torch
 
@@ -30,7 +29,7 @@ def compare_policies(model, task, difficulties: list[int], batch_size: int = 256
         full = task.eval_batch(d)
         runs, seconds = {"fixed": [], "policy": []}, {"fixed": 0.0, "policy": 0.0}
         for lo in range(0, len(full), batch_size):
-            batch = _rows(full, lo, lo + batch_size).to(device)
+            batch = full.rows(lo, lo + batch_size).to(device)
             seed = EVAL_SEED + lo
             start = time.perf_counter()
             thought = model.think(batch, FixedSchedule(sched.step), sched.steps, torch.Generator().manual_seed(seed))
@@ -64,8 +63,3 @@ def _summary(result: dict, difficulties: list[int]) -> dict:
             "compute_fixed": mean["fixed"]["compute"], "compute_policy": mean["policy"]["compute"],
             "compute_ratio": mean["policy"]["compute"] / mean["fixed"]["compute"],
             "steps_policy_easiest": result["policy"][easy]["steps"], "steps_policy_hardest": result["policy"][hard]["steps"]}
-
-
-def _rows(batch, lo: int, hi: int):
-    return replace(batch, inputs={k: v[lo:hi] for k, v in batch.inputs.items()}, target=batch.target[lo:hi],
-                   masks={k: v[lo:hi] for k, v in batch.masks.items()})

@@ -10,7 +10,6 @@ import torch
 from th1nker.errors import RecipeError
 from th1nker.loop import run_to_end
 from th1nker.recipe import OptimizerConfig, RLConfig
-from th1nker.rl.compare import _rows
 from th1nker.rl.reward import episode_reward
 from th1nker.rl.trainer import RLTrainer
 from th1nker.train.evaluate import EVAL_SEED
@@ -107,7 +106,7 @@ def compare_reads(model, task, difficulties: list[int], batch_size: int = 256, m
             full = task.eval_batch(d)
             sums = {arm: [0.0, 0.0, 0.0] for arm in arms}  # correct, blocks read, seconds
             for lo in range(0, len(full), batch_size):
-                batch = _rows(full, lo, lo + batch_size).to(device)
+                batch = full.rows(lo, lo + batch_size).to(device)
                 for arm, (choosing, k) in arms.items():
                     for name, b in blocks.items():
                         b.choosing, b.top_k = choosing, k or top_k[name]

@@ -30,6 +30,11 @@ class Batch:
         return replace(self, inputs={k: v.to(device) for k, v in self.inputs.items()},
                        target=self.target.to(device), masks={k: v.to(device) for k, v in self.masks.items()})
 
+    def rows(self, lo: int, hi: int) -> "Batch":
+        """Examples lo..hi-1 of this batch (evaluation walks a large batch in chunks)."""
+        return replace(self, inputs={k: v[lo:hi] for k, v in self.inputs.items()}, target=self.target[lo:hi],
+                       masks={k: v[lo:hi] for k, v in self.masks.items()})
+
     def __len__(self) -> int:
         return self.target.shape[0]
 

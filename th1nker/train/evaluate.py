@@ -43,7 +43,7 @@ def accuracy_by_steps(model: Th1nker, task, difficulties: list[int], steps: list
         correct = dict.fromkeys(wanted, 0)
         halted_steps, calls, seconds = [], [], 0.0
         for lo in range(0, len(full), batch_size):
-            batch = _slice(full, lo, lo + batch_size).to(device)
+            batch = full.rows(lo, lo + batch_size).to(device)
             g = torch.Generator().manual_seed(EVAL_SEED + lo)
             halt_at = torch.full((len(batch),), horizon, device=device)
             pending, thought, start = list(wanted), None, time.perf_counter()
@@ -74,13 +74,6 @@ def _score(model, task, thought, batch):
     """Right answers in the batch: a device tensor (no host sync per evaluated step), or 0."""
     pred = model.prediction(thought) if thought is not None else None
     return 0 if pred is None else task.score(pred, batch).sum()
-
-
-def _slice(batch, lo: int, hi: int):
-    from dataclasses import replace
-
-    return replace(batch, inputs={k: v[lo:hi] for k, v in batch.inputs.items()}, target=batch.target[lo:hi],
-                   masks={k: v[lo:hi] for k, v in batch.masks.items()})
 
 
 def zeroed(batch, names: list[str]):
