@@ -18,7 +18,7 @@ from th1nker.rl.read_trainer import ReadChoiceTrainer, compare_reads
 from th1nker.rl.trainer import RLTrainer
 from th1nker.train.evaluate import load_model
 from th1nker.train.device import pick_device
-from th1nker.train.tracking import Tracker, git_commit
+from th1nker.train.tracking import Tracker, git_tags
 
 
 def rl_recipe(recipe_path: Path, checkpoint: Path, overrides: list[str], out: Path | None,
@@ -34,7 +34,7 @@ def rl_recipe(recipe_path: Path, checkpoint: Path, overrides: list[str], out: Pa
     run_dir.mkdir(parents=True, exist_ok=True)
     dump_recipe(recipe, run_dir / "recipe.yaml")
     tracker = Tracker(recipe.tracking.enabled, recipe.tracking.uri, recipe.tracking.experiment)
-    tags = {"git_commit": git_commit(), "recipe": str(recipe_path), "run_dir": str(run_dir),
+    tags = {**git_tags(Path(recipe_path).resolve().parent), "recipe": str(recipe_path), "run_dir": str(run_dir),
             "checkpoint": str(checkpoint), "stage": "rl"}
     tracker.start(f"{recipe.name}-{run_dir.name}", recipe.model_dump(mode="json"), tags)
     rl = trainer.rl

@@ -1,7 +1,9 @@
 import json
+import os
 from dataclasses import replace
 
 import gymnasium as gym
+import mlflow
 import numpy as np
 import pytest
 import torch
@@ -215,11 +217,15 @@ def test_maskable_ppo_never_takes_a_masked_action(rl_recipe):
 def test_rl_command_writes_a_checkpoint_that_eval_reads(rl_recipe, tmp_path):
     supervised_checkpoint(rl_recipe, tmp_path / "sup")
     res = runner.invoke(app, ["rl", str(rl_recipe), "--checkpoint", str(tmp_path / "sup"), "--out", str(tmp_path / "rl"),
-                              "--set", "rl.updates=3", "--set", "rl.episodes=8"])
+                              "--set", "rl.updates=3", "--set", "rl.episodes=8", "--set", "tracking.enabled=true"])
     assert res.exit_code == 0, res.output
     metrics = json.loads((tmp_path / "rl" / "metrics.json").read_text())
     assert set(metrics["fixed"]) == set(metrics["policy"]) == {"8", "12"}
     assert metrics["rl"]["updates"] == 3 and 0 < metrics["summary"]["compute_ratio"]
+    client = mlflow.MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    (rl_run,) = client.search_runs([client.get_experiment_by_name("th1nker").experiment_id], "tags.stage = 'rl'")
+    # the recipe lies in no git repository (the tests' working directory does): no commit to tag
+    assert "git_commit" not in rl_run.data.tags and "git_commit_missing_reason" in rl_run.data.tags
     res = runner.invoke(app, ["eval", str(rl_recipe), "--checkpoint", str(tmp_path / "rl"), "--json"])
     assert res.exit_code == 0, res.output
     result = json.loads(res.stdout)

@@ -46,11 +46,6 @@ def git_tags(folder: Path) -> dict[str, str]:
     return {"git_commit": head.stdout.strip(), "git_dirty": str(dirty).lower()}
 
 
-def git_commit(folder: Path | str = ".") -> str | None:
-    """The HEAD commit of the repository that holds `folder`, or None."""
-    return git_tags(Path(folder)).get("git_commit")
-
-
 ACCURACY_METRIC = re.compile(r"eval_acc_d(\d+)_s(\d+)")
 
 
