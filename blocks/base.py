@@ -58,7 +58,7 @@ class Block(nn.Module):
         wrapper: at decoding sizes a call is mostly Python launching kernels (2.3x faster a thinker call)."""
         name = method.__name__
         if name not in self._compiled_steps:
-            cpu = next(self.parameters()).device.type == "cpu"
+            cpu = next(self.parameters(), torch.empty(0)).device.type == "cpu"
             self._compiled_steps[name] = torch.compile(method, dynamic=False, fullgraph=True,
                                                        options={"cpp_wrapper": True} if cpu else None)
         return self._compiled_steps[name]
