@@ -52,10 +52,17 @@ class Block(nn.Module):
     def forward(self, thought: Thought) -> Thought:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def compiled_step(self, method: Callable) -> Callable:
-        """`method` (one of this block's, over tensors and caches) compiled once with static shapes, for the
-        one-token steps of a compiled generation (`DecodeCache.compiled`). On the CPU with Inductor's C++
-        wrapper: at decoding sizes a call is mostly Python launching kernels (2.3x faster a thinker call)."""
+    def maybe_compiled(self, thought: Thought, method: Callable) -> Callable:
+        """`method` (one of this block's, over tensors and caches), or, for the one-token steps of a compiled
+        generation (`DecodeCache.compiled`), the same method compiled once with static shapes."""
+        decoding = thought.decoding
+        if decoding is not None and decoding.compiled and thought.latent.shape[1] == 1:
+            return self._compiled(method)
+        return method
+
+    def _compiled(self, method: Callable) -> Callable:
+        """`method` compiled once with static shapes; on the CPU with Inductor's C++ wrapper (at decoding
+        sizes a call is mostly Python launching kernels: 2.3x faster a thinker call)."""
         name = method.__name__
         if name not in self._compiled_steps:
             cpu = next(self.parameters(), torch.empty(0)).device.type == "cpu"

@@ -30,10 +30,7 @@ class OutputLayer(Block):
 
     def logits_of(self, thought: Thought) -> Tensor:
         """The logits of the focused state (a head that needs more of the Thought overrides this)."""
-        decoding, latent = thought.decoding, thought.latent
-        if decoding is not None and decoding.compiled and latent.shape[1] == 1:
-            return self.compiled_step(self.logits)(latent)
-        return self.logits(latent)
+        return self.maybe_compiled(thought, self.logits)(thought.latent)
 
     def loss(self, logits: Tensor, target: Tensor) -> Tensor:
         return F.cross_entropy(logits.flatten(0, -2).float(), target.flatten(), ignore_index=IGNORE)

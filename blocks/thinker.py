@@ -38,14 +38,11 @@ class ThinkerBlock(Block):
         if self.config.once and self.name in thought.window.cache:
             thought.latent = thought.window.cache[self.name]
             return thought
-        h, layers = thought.latent, self._layers
         caches = [None] * len(self.layers)
         if thought.decoding is not None:
             caches = thought.decoding.get(self.name, thought.trace.count(self.name), len(self.layers))
-            self._check_context(caches[0], h.shape[1])
-            if thought.decoding.compiled and h.shape[1] == 1:
-                layers = self.compiled_step(self._layers)
-        thought.latent = layers(h, caches)
+            self._check_context(caches[0], thought.latent.shape[1])
+        thought.latent = self.maybe_compiled(thought, self._layers)(thought.latent, caches)
         if self.config.once:
             thought.window.cache[self.name] = thought.latent
         balance = pop_aux_loss(self) if self.config.experts else None  # (a walk over every module)

@@ -60,9 +60,10 @@ def register(app: typer.Typer, user_errors) -> None:
         if task.tokenizer is None or "text" not in model.encoders:
             raise DataError(f"{recipe}: generate needs a text language-model recipe (task.kind: text_lm)")
         ids = encode_text(task.tokenizer, prompt.replace("\\n", "\n"))
-        if thinker_lm_of(model) is not None:
-            thinker_lm_of(model).compile_generate = compile_
-            return _thinker_lm(thinker_lm_of(model), task.tokenizer, ids, exit_kl, steps, max_new_tokens,
+        lm = thinker_lm_of(model)
+        if lm is not None:
+            lm.compile_generate = compile_
+            return _thinker_lm(lm, task.tokenizer, ids, exit_kl, steps, max_new_tokens,
                                temperature, top_k, top_p, seed, no_cache)
         steps = steps or (EXIT_CAP if exit_kl else recipe_.schedule.steps)
         new, iters, shown = [], [], decode_text(task.tokenizer, ids)

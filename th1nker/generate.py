@@ -14,7 +14,7 @@ from torch import Tensor
 
 from th1nker.errors import DataError
 from th1nker.loop import StepEnd, think
-from th1nker.omni.layers import Rotary
+from th1nker.omni.layers import reserve_rotary, static_capacity
 from th1nker.omni.thinker import sample
 from th1nker.tasks.base import Batch
 from th1nker.thought import DecodeCache
@@ -92,15 +92,13 @@ def check_cacheable(model) -> None:
                             "scale: 0), or generate with --no-cache")
 
 
-def static_cache(model, tokens: int, device: torch.device, compiled: bool) -> DecodeCache:
-    """Fixed-size caches for `tokens` positions, rounded up to a power of two (at least 64, at most the
-    smallest block context) so that generations of other lengths reuse the compiled steps."""
+def compiled_cache(model, tokens: int, device: torch.device) -> DecodeCache:
+    """Static caches for `tokens` positions (`static_capacity`, at most the smallest block context) whose
+    blocks run one-token steps compiled, with the rotary tables those steps index built now."""
     contexts = [b.config.context for b in model.blocks.values() if getattr(b.config, "context", None)]
-    capacity = max(tokens, min(max(64, 1 << (tokens - 1).bit_length()), *contexts, 1 << 62))
-    for m in model.modules():
-        if isinstance(m, Rotary):  # a static step indexes the rotary table: build it now
-            m.reserve(capacity, device)
-    return DecodeCache.static(capacity, device, compiled)
+    capacity = static_capacity(tokens, min(contexts, default=1 << 62))
+    reserve_rotary(model, capacity, device)
+    return DecodeCache.static(capacity, device, compiled=True)
 
 
 @torch.no_grad()
@@ -120,7 +118,7 @@ def generate(model, ids: list[int], max_new_tokens: int, steps: int, *, use_cach
     seq = torch.tensor([ids], device=device)
     decoding = None
     if use_cache:
-        decoding = static_cache(model, len(ids) + max_new_tokens, device, True) if compile else DecodeCache()
+        decoding = compiled_cache(model, len(ids) + max_new_tokens, device) if compile else DecodeCache()
     g = torch.Generator(device=device).manual_seed(seed)
     feed = seq
     for n in range(max_new_tokens):

@@ -84,6 +84,19 @@ class Rotary(nn.Module):
         return torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).flatten(-2).type_as(x)
 
 
+def reserve_rotary(module: nn.Module, length: int, device: torch.device) -> None:
+    """Build the tables of every rotary layer in `module` for `length` positions (static-cache steps)."""
+    for m in module.modules():
+        if isinstance(m, Rotary):
+            m.reserve(length, device)
+
+
+def static_capacity(tokens: int, limit: int) -> int:
+    """The size of static caches for `tokens` positions: a power of two, at least 64 and at most `limit`
+    (never below `tokens`), so that generations of other lengths reuse the compiled steps."""
+    return max(tokens, min(limit, max(64, 1 << (tokens - 1).bit_length())))
+
+
 class KVCache:
     """Keys and values of the positions seen so far, per attention layer.
 
@@ -118,7 +131,8 @@ class KVCache:
         return self.k, self.v
 
     def fill_from(self, other: "KVCache", tokens: int) -> None:
-        """Append the last `tokens` keys and values of `other` (a call this run skipped reuses them)."""
+        """Append the keys and values `other` holds beyond this cache's, i.e. this run's `tokens` (a call
+        this run skipped reuses them)."""
         n = other.length - self.length
         if n > 0:
             self.extend(other.k[..., -n:, :], other.v[..., -n:, :])
@@ -240,9 +254,10 @@ class Attention(nn.Module):
         # Without padding, SDPA's own causal kernel covers a full sequence, and a single query at
         # the end of the cache sees every key: no explicit mask is needed in either case (a static
         # cache's keys run past the end: it always needs one).
-        plain = self.causal and mask is None and (t == s or t == 1) and not (cache is not None and cache.fixed_size)
+        static = cache is not None and cache.fixed_size
+        plain = self.causal and mask is None and (t == s or t == 1) and not static
         attn_mask = None if plain else self._mask(mask, t, s, offset, x.device)
-        if cache is not None and cache.fixed_size and x.device.type == "cpu" and torch.compiler.is_compiling():
+        if static and x.device.type == "cpu" and torch.compiler.is_compiling():
             y = _fused_attention(q, k, v, attn_mask, self.heads // self.kv_heads)  # (a decode step: no dropout)
         else:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=plain and t > 1,

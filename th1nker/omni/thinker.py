@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
-from .layers import KVCache, RMSNorm, Rotary, StaticKVCache, TransformerBlock, pop_aux_loss
+from .layers import (KVCache, RMSNorm, Rotary, StaticKVCache, TransformerBlock, pop_aux_loss, reserve_rotary,
+                     static_capacity)
 
 
 class ThinkerConfig(BaseModel):
@@ -81,9 +82,7 @@ class ThinkerLM(nn.Module):
         if capacity > self.config.context:
             raise ValueError(f"a cache of {capacity} positions exceeds the context of {self.config.context}")
         device = self.embed.weight.device
-        for m in self.modules():
-            if isinstance(m, Rotary):
-                m.reserve(capacity, device)
+        reserve_rotary(self, capacity, device)
         position = torch.zeros((), dtype=torch.long, device=device)
         return [StaticKVCache(capacity, position) for _ in self.blocks]
 
@@ -145,7 +144,7 @@ class ThinkerLM(nn.Module):
             generator = torch.Generator(device=ids.device).manual_seed(seed)
         needed = ids.shape[1] + max_new_tokens
         if compile:  # capacities in powers of two: prompts of other lengths reuse the compiled step
-            needed = min(self.config.context, max(64, 1 << (needed - 1).bit_length()))
+            needed = static_capacity(needed, self.config.context)
         cache = self.new_cache(needed, static=compile) if use_cache else None
         decode = self._decode_step() if compile else self
         forward = self  # the prompt (and every step, without compile) runs eagerly
