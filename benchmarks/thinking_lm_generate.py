@@ -1,10 +1,11 @@
 """Generation from a trained thinking LM (`th1nker generate`'s code): tokens/s with and without the KV cache.
 
 Greedy, batch 1, r iterations per token, a prompt cut from the held-out code; the KV cache keeps each
-block call's keys and values (one cache per iteration of the core). Three paths side by side, in
+block call's keys and values (one cache per iteration of the core). Four paths side by side, in
 `--rounds` interleaved rounds (medians reported): uncached (the whole sequence every token), the eager
-KV cache, and `--compile`'s static cache with one compiled graph per thinker block (compiled before
-timing). Reports whether every path produced the same tokens, and the speed-up in CPU time too
+KV cache, and `--compile`'s static cache with each thinking step as one compiled graph (`compiled`,
+th1nker.fused_step) or with one compiled graph per block call (`compiled_per_block`, `fuse_steps=False`),
+both compiled before timing. Reports whether every path produced the same tokens, and the speed-up in CPU time too
 (the process's, less sensitive to a busy machine than the wall clock).
 
     python benchmarks/thinking_lm_generate.py recipes/thinking_lm.yaml runs/thinking_lm [--new 256] [--steps 8] [--threads 1]
@@ -45,9 +46,11 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     recipe, task, model = load_model(args.recipe, args.checkpoint, [])
     prompt = task.held_ids[1000:1000 + args.prompt].tolist()
-    paths = {"uncached": {"use_cache": False}, "cached": {}, "compiled": {"compile": True}}
+    paths = {"uncached": {"use_cache": False}, "cached": {}, "compiled": {"compile": True},
+             "compiled_per_block": {"compile": True, "fuse_steps": False}}
     timed(model, prompt, 4, args.steps)  # warm-up
     compile_s = timed(model, prompt, args.new, args.steps, compile=True)[1]  # builds the compiled steps
+    timed(model, prompt, 4, args.steps, compile=True, fuse_steps=False)  # and the per-block graphs
     seconds, cpu_seconds, tokens = {name: [] for name in paths}, {name: [] for name in paths}, {}
     for _ in range(args.rounds):
         for name, kw in paths.items():
@@ -58,15 +61,17 @@ def main() -> None:
     cpu_median = {name: statistics.median(ts) for name, ts in cpu_seconds.items()}
     print(json.dumps({
         "benchmark": "thinking_lm_generate", "what": "greedy tokens/s, batch 1, without / with the KV cache / "
-        "with the compiled static cache", "steps": args.steps, "prompt_tokens": args.prompt, "new_tokens": args.new,
+        "with the compiled static cache (one graph per step / per block call)", "steps": args.steps, "prompt_tokens": args.prompt, "new_tokens": args.new,
         "rounds": args.rounds,
         **{f"{name}_tokens_per_s": round(args.new / t, 2) for name, t in median.items()},
         "cached_speedup": round(median["uncached"] / median["cached"], 2),
         "compiled_speedup": round(median["uncached"] / median["compiled"], 2),
         "compiled_speedup_per_round": [round(u / c, 2) for u, c in zip(seconds["uncached"], seconds["compiled"])],
         "compiled_speedup_cpu_time": round(cpu_median["uncached"] / cpu_median["compiled"], 2),
+        "compiled_per_block_speedup": round(median["uncached"] / median["compiled_per_block"], 2),
+        "fused_over_per_block": round(median["compiled_per_block"] / median["compiled"], 2),
         "first_compiled_call_s": round(compile_s, 1),
-        "identical_tokens": tokens["cached"] == tokens["uncached"] == tokens["compiled"],
+        "identical_tokens": all(t == tokens["uncached"] for t in tokens.values()),
         "sample": decode_text(task.tokenizer, prompt + tokens["compiled"][:64]),
         "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
         "load_average_1_5_15_min": [round(x, 2) for x in os.getloadavg()],

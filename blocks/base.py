@@ -52,6 +52,12 @@ class Block(nn.Module):
     def forward(self, thought: Thought) -> Thought:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    @property
+    def fusable(self) -> bool:
+        """Whether a compiled generation's one-token step may run this block inside one graph with the step's
+        other calls (`th1nker.fused_step`): thinker blocks as `_layers(h, caches)`, heads as `logits(h)`."""
+        return False
+
     def maybe_compiled(self, thought: Thought, method: Callable) -> Callable:
         """`method` (one of this block's, over tensors and caches), or, for the one-token steps of a compiled
         generation (`DecodeCache.compiled`), the same method compiled once with static shapes."""
@@ -61,14 +67,18 @@ class Block(nn.Module):
         return method
 
     def _compiled(self, method: Callable) -> Callable:
-        """`method` compiled once with static shapes; on the CPU with Inductor's C++ wrapper (at decoding
-        sizes a call is mostly Python launching kernels: 2.3x faster a thinker call)."""
+        """`method` compiled once with static shapes (`compile_static`)."""
         name = method.__name__
         if name not in self._compiled_steps:
-            cpu = next(self.parameters(), torch.empty(0)).device.type == "cpu"
-            self._compiled_steps[name] = torch.compile(method, dynamic=False, fullgraph=True,
-                                                       options={"cpp_wrapper": True} if cpu else None)
+            self._compiled_steps[name] = compile_static(method, next(self.parameters(), torch.empty(0)).device)
         return self._compiled_steps[name]
 
     def extra_repr(self) -> str:
         return f"name={self.name!r}, kind={self.kind!r}"
+
+
+def compile_static(fn: Callable, device: torch.device) -> Callable:
+    """`fn` compiled as one graph with static shapes, for the one-token steps of a compiled generation; on the
+    CPU with Inductor's C++ wrapper (at decoding sizes a call is mostly Python launching kernels: 2.3x faster
+    a thinker call)."""
+    return torch.compile(fn, dynamic=False, fullgraph=True, options={"cpp_wrapper": True} if device.type == "cpu" else None)

@@ -32,6 +32,12 @@ class OutputLayer(Block):
         """The logits of the focused state (a head that needs more of the Thought overrides this)."""
         return self.maybe_compiled(thought, self.logits)(thought.latent)
 
+    @property
+    def fusable(self) -> bool:
+        """Whether a compiled one-token step may run this head as `logits(latent)` inside a larger graph: no
+        halting head, and its logits come from the focused state alone."""
+        return self.halt is None and type(self).logits_of is OutputLayer.logits_of
+
     def loss(self, logits: Tensor, target: Tensor) -> Tensor:
         return F.cross_entropy(logits.flatten(0, -2).float(), target.flatten(), ignore_index=IGNORE)
 

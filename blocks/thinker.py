@@ -38,10 +38,7 @@ class ThinkerBlock(Block):
         if self.config.once and self.name in thought.window.cache:
             thought.latent = thought.window.cache[self.name]
             return thought
-        caches = [None] * len(self.layers)
-        if thought.decoding is not None:
-            caches = thought.decoding.get(self.name, thought.trace.count(self.name), len(self.layers))
-            self._check_context(caches[0], thought.latent.shape[1])
+        caches = self.decode_caches(thought, thought.trace.count(self.name))
         thought.latent = self.maybe_compiled(thought, self._layers)(thought.latent, caches)
         if self.config.once:
             thought.window.cache[self.name] = thought.latent
@@ -49,6 +46,19 @@ class ThinkerBlock(Block):
         if balance is not None and self.training and torch.is_grad_enabled():
             thought.window.losses.append(AuxLoss("balance", balance, self.aux_weight))
         return thought
+
+    def decode_caches(self, thought: Thought, index: int) -> list:
+        """The KV caches (one per layer) of this block's call `index` in the run while generating, else Nones."""
+        if thought.decoding is None:
+            return [None] * len(self.layers)
+        caches = thought.decoding.get(self.name, index, len(self.layers))
+        self._check_context(caches[0], thought.latent.shape[1])
+        return caches
+
+    @property
+    def fusable(self) -> bool:
+        """Whether a compiled one-token step may run this block as `_layers` inside a larger graph."""
+        return not self.config.experts
 
     def _layers(self, h: Tensor, caches: list) -> Tensor:
         for layer, cache in zip(self.layers, caches):

@@ -42,13 +42,18 @@ def test_window_losses_add_up_to_the_weighted_step_losses(window, weights):
     model, batch = trainer.model, trainer.task.train_batch(8, torch.Generator().manual_seed(3))
     # one window over every step: the reference per-step losses (forward values do not depend on detaching)
     (full,) = windows_of(model, batch, [Window(8, True)], weights)
-    reference = sum(w * full.step_losses[s] for s, w in step_weights(weights, list(range(8))).items())
+    reference_weights = step_weights(weights, list(range(8)))
+    reference = sum(w * full.step_losses[s] for s, w in reference_weights.items())
     plan = PLANS["window"](trainer.cfg.tbptt.model_copy(update={"window": window}), 8, None)
     parts = windows_of(model, batch, plan, weights)
     assert len(parts) == -(-8 // window)
     assert sorted(s for w in parts for s in w.step_losses) == list(range(8))  # every step supervised
-    for w in parts:
-        w.loss.backward()  # each window backpropagates on its own (window 1 crashed before)
+    for w in parts:  # each window backpropagates on its own (window 1 crashed before)
+        graded = [s for s in w.step_losses if reference_weights[s] > 0]
+        assert w.loss.requires_grad == bool(graded)  # a step weighted zero builds no backward graph
+        assert all(w.step_losses[s].requires_grad == (s in graded) for s in w.step_losses)
+        if graded:
+            w.loss.backward()
     assert sum(w.loss.item() for w in parts) == pytest.approx(reference.item(), rel=1e-5)
     if weights == "last":
         assert parts[-1].loss.item() == pytest.approx(full.step_losses[7].item(), rel=1e-5)

@@ -192,19 +192,24 @@ def test_thinker_lm_recipe_trains_the_real_thinker_that_generate_and_convert_use
     assert res.exit_code == 2 and "no recipe.yaml" in res.output
 
 
-def test_compiled_static_cache_gives_the_uncached_tokens_with_one_graph_per_step(corpus):
-    """`generate(compile=True)`: fixed-size caches and one compiled graph per block step, reused by every
-    token and by prompts of other lengths in the same capacity bucket; early exit pads static caches too."""
+@pytest.mark.parametrize("fused", [True, False])
+def test_compiled_static_cache_gives_the_uncached_tokens_with_few_graphs(corpus, fused):
+    """`generate(compile=True)`: fixed-size caches; a thinking step as one compiled graph (every call fusable)
+    or, with a halting head, one graph per block step; reused by every token and by prompts of other lengths
+    in the same capacity bucket; early exit pads static caches too."""
     from th1nker.train import speed
 
-    recipe, task, model = small_lm(corpus)
+    recipe, task, model = small_lm(corpus, *([] if fused else ["model.blocks.head.halt=true"]))
     prompt = encode_text(task.tokenizer, "import os\ndef main(")
     uncached = [t for t, _ in generate(model, prompt, 12, steps=3, use_cache=False)]
     before = speed.compiled_graphs()
     assert [t for t, _ in generate(model, prompt, 12, steps=3, compile=True)] == uncached
     built = speed.compiled_graphs() - before
-    assert all(model.blocks[name]._compiled_steps for name in ("prelude", "core", "coda", "head"))
-    assert built <= 4  # at most one per step function; equal shapes share one (also with earlier tests')
+    per_block = [name for name in ("prelude", "core", "coda", "head") if model.blocks[name]._compiled_steps]
+    if fused:  # one graph with the prelude computing (a token's first step), one reusing its value
+        assert len(model._fused_steps) == 1 and not per_block and built <= 2
+    else:  # at most one per step function; equal shapes share one (also with earlier tests')
+        assert not model._fused_steps and per_block == ["prelude", "core", "coda", "head"] and built <= 4
     other = encode_text(task.tokenizer, "x = 1\n")
     assert ([t for t, _ in generate(model, other, 20, steps=3, compile=True)] ==
             [t for t, _ in generate(model, other, 20, steps=3, use_cache=False)])

@@ -92,23 +92,26 @@ def check_cacheable(model) -> None:
                             "scale: 0), or generate with --no-cache")
 
 
-def compiled_cache(model, tokens: int, device: torch.device) -> DecodeCache:
+def compiled_cache(model, tokens: int, device: torch.device, fuse_steps: bool = True) -> DecodeCache:
     """Static caches for `tokens` positions (`static_capacity`, at most the smallest block context) whose
-    blocks run one-token steps compiled, with the rotary tables those steps index built now."""
+    one-token steps run compiled (a whole fixed step as one graph with `fuse_steps`, where its calls allow
+    it), with the rotary tables those steps index built now."""
     contexts = [b.config.context for b in model.blocks.values() if getattr(b.config, "context", None)]
     capacity = static_capacity(tokens, min(contexts, default=1 << 62))
     reserve_rotary(model, capacity, device)
-    return DecodeCache.static(capacity, device, compiled=True)
+    return DecodeCache.static(capacity, device, compiled=True, fuse_steps=fuse_steps)
 
 
 @torch.no_grad()
 def generate(model, ids: list[int], max_new_tokens: int, steps: int, *, use_cache: bool = True,
              compile: bool = False, exit_kl: float | None = None, temperature: float = 0.0,
-             top_k: int | None = None, top_p: float | None = None, seed: int = 0) -> Iterator[tuple[int, int]]:
+             top_k: int | None = None, top_p: float | None = None, seed: int = 0,
+             fuse_steps: bool = True) -> Iterator[tuple[int, int]]:
     """Yield (token, iterations it took) for up to `max_new_tokens` tokens after `ids`.
 
-    `compile`: the KV caches are static and each thinker block runs a new token through one compiled
-    graph (built at its first use; the prompt runs eagerly)."""
+    `compile`: the KV caches are static and a new token's thinking steps run compiled (built at their
+    first use; the prompt runs eagerly): each fixed step as one graph (`th1nker.fused_step`), or, with
+    `fuse_steps=False` or a call that cannot join it, each block's step as its own graph."""
     if compile and not use_cache:
         raise DataError("--compile decodes through the KV cache; drop --no-cache (or --compile)")
     model.eval()
@@ -118,7 +121,7 @@ def generate(model, ids: list[int], max_new_tokens: int, steps: int, *, use_cach
     seq = torch.tensor([ids], device=device)
     decoding = None
     if use_cache:
-        decoding = compiled_cache(model, len(ids) + max_new_tokens, device) if compile else DecodeCache()
+        decoding = compiled_cache(model, len(ids) + max_new_tokens, device, fuse_steps) if compile else DecodeCache()
     g = torch.Generator(device=device).manual_seed(seed)
     feed = seq
     for n in range(max_new_tokens):

@@ -57,8 +57,9 @@ def think(model, batch: Batch, schedule: Schedule | None = None, steps: int | No
                 thought.store.append(thought.states[model.default_state], thought.step)
                 if window.grad and model.q_halting:
                     bootstrap_q(model, schedule, thought, last=t == horizon - 1)
-                if window.grad:
-                    losses[t] = model.step_loss(thought, batch)
+                if window.grad:  # a step weighted zero is logged but not backpropagated through
+                    with torch.set_grad_enabled(weights.get(t, 0.0) > 0):
+                        losses[t] = model.step_loss(thought, batch)
             thought.step, t = thought.step + 1, t + 1
             previous = _apply_halt(thought, halt, previous) if halts else None
             yield StepEnd(thought)

@@ -46,6 +46,9 @@ class Th1nker(nn.Module):
         self.learned_states = nn.ParameterDict({
             name: nn.Parameter(torch.randn(s.slots if isinstance(s.slots, int) else 1, m.dim) * s.scale)
             for name, s in m.states.items() if s.init == "learned"})
+        self._fused_steps: dict = {}  # FusedStep per step, built at a compiled generation's first one-token step
+        self._last_fused: tuple = (None, None)
+        self._fixed_starts: dict[tuple, Tensor] = {}  # `init: fixed` states per (name, length, device)
 
     def _slots_of(self, block: str) -> int | None:
         """The fixed length of the states `block` is called on (None when one follows the input)."""
@@ -76,8 +79,11 @@ class Th1nker(nn.Module):
             p = self.learned_states[name]
             return p.expand(b, length, -1) if p.shape[0] == 1 else p.expand(b, -1, -1)
         if cfg.init == "fixed":
-            g = torch.Generator().manual_seed(self.recipe.seed + list(self.recipe.model.states).index(name))
-            return (torch.randn(length, self.dim, generator=g) * cfg.scale).to(device).expand(b, -1, -1)
+            key = (name, length, device)
+            if key not in self._fixed_starts:  # drawn once: a run per generated token would redraw it
+                g = torch.Generator().manual_seed(self.recipe.seed + list(self.recipe.model.states).index(name))
+                self._fixed_starts[key] = (torch.randn(length, self.dim, generator=g) * cfg.scale).to(device)
+            return self._fixed_starts[key].expand(b, -1, -1)
         noise = torch.randn(b, length, self.dim, generator=generator, device="cpu" if generator else device)
         return (noise * cfg.scale).to(device)
 
@@ -132,11 +138,40 @@ class Th1nker(nn.Module):
                 thought = block(thought)
             if not writes:
                 thought.states[thought.focus] = saved
-            thought.cost = thought.cost + block.cost
-            thought.calls = thought.calls + 1
-            thought.trace.append(call.block)
+            self.account(thought, [call.block], block.cost)
         thought.focus = self.default_state
         return thought
+
+    def run_step(self, calls: list[CallConfig], thought: Thought, rows: Tensor | None = None) -> Thought:
+        """Run a step's calls in order (on `rows` only, as `run_call`). A compiled generation's one-token step
+        runs as one compiled graph when every call can join it (`th1nker.fused_step`)."""
+        decoding = thought.decoding
+        if rows is None and decoding is not None and decoding.compiled and decoding.fuse_steps \
+                and thought.latent.shape[1] == 1:
+            fused = self._fused_step(calls)
+            if fused is not None:
+                return fused.run(thought)
+        for call in calls:
+            self.run_call(call, thought, rows)
+        return thought
+
+    def _fused_step(self, calls: list[CallConfig]):
+        """The FusedStep of `calls` (one per distinct step), or None when a call cannot join one; the last
+        list asked about is remembered, as a schedule asks with the same list at every step of a run."""
+        from th1nker.fused_step import FusedStep
+
+        if self._last_fused[0] is not calls:
+            key = FusedStep.of(self, calls)
+            if key is not None and key not in self._fused_steps:
+                self._fused_steps[key] = FusedStep(self, key)
+            self._last_fused = (calls, None if key is None else self._fused_steps[key])
+        return self._last_fused[1]
+
+    def account(self, thought: Thought, blocks: list[str], cost: float) -> None:
+        """Charge the calls of `blocks` (in order, costing `cost` in all) to every example of `thought`."""
+        thought.cost = thought.cost + cost
+        thought.calls = thought.calls + len(blocks)
+        thought.trace.extend(blocks)
 
     def _addend(self, name: str, thought: Thought, like: Tensor) -> Tensor:
         """A state, or an encoded input (`input` = the only one), to add to what a call reads."""

@@ -41,8 +41,7 @@ class FixedSchedule(Schedule):
 
     def step(self, model, thought):
         rows = None if thought.all_live else ~thought.halted  # halted examples cost nothing
-        for entry in self.step_entries:
-            model.run_call(entry, thought, rows)
+        model.run_step(self.step_entries, thought, rows)
         yield from ()
 
 

@@ -104,10 +104,13 @@ class DecodeCache:
     capacity: int | None = None
     position: Tensor | None = None
     compiled: bool = False
+    fuse_steps: bool = True  # compiled: a fixed step whose calls all can runs as one graph (th1nker.fused_step)
 
     @classmethod
-    def static(cls, capacity: int, device: torch.device, compiled: bool = False) -> "DecodeCache":
-        return cls(capacity=capacity, position=torch.zeros((), dtype=torch.long, device=device), compiled=compiled)
+    def static(cls, capacity: int, device: torch.device, compiled: bool = False,
+               fuse_steps: bool = True) -> "DecodeCache":
+        return cls(capacity=capacity, position=torch.zeros((), dtype=torch.long, device=device), compiled=compiled,
+                   fuse_steps=fuse_steps)
 
     def get(self, block: str, index: int, layers: int) -> list:
         """The `layers` caches of `block`'s call `index`, made at its first use."""

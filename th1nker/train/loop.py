@@ -162,7 +162,8 @@ class Trainer:
                     event.aux["distill"] = torch.stack(distill).mean()
                     event.loss = event.loss + weight * event.aux["distill"]
                     distill = []
-                (event.loss / self.cfg.accumulate).backward()
+                if event.loss.requires_grad:  # a window whose steps all weigh zero has nothing to backpropagate
+                    (event.loss / self.cfg.accumulate).backward()
                 yield event
 
     def _optimizer_step(self, total, per_step: dict, aux: dict) -> dict:
