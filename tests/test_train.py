@@ -78,6 +78,39 @@ def test_nan_guard_skips_the_update(tiny_recipe):
     assert all(torch.equal(a, b) or torch.isnan(a).all() for a, b in zip(before, trainer.model.parameters()))
 
 
+STARTED_TOGETHER = """
+import sys, time, warnings
+import mlflow
+from th1nker.train.tracking import Tracker
+warnings.simplefilter("error", UserWarning)  # a failed store warns: make it fail this process
+tracker = Tracker(True, sys.argv[1], "sweep")
+time.sleep(max(0.0, float(sys.argv[2]) - time.time()))  # imports done: every process starts at this instant
+tracker.start("run", {"seed": sys.argv[3]}, {})
+print(tracker.run_id)
+"""
+
+
+def test_runs_started_together_share_one_fresh_sqlite_store(tmp_path):
+    """A sweep's processes started at once on a store that does not exist yet all track (each corrupted the
+    others' creation of the database before `store_lock`: "table _alembic_tmp_tags already exists")."""
+    import subprocess
+    import sys
+    import time
+
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    start = f"{time.time() + 10:.3f}"
+    procs = [subprocess.Popen([sys.executable, "-c", STARTED_TOGETHER, uri, start, str(i)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for i in range(3)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err[-800:] for _, err in outs]
+    client = mlflow.MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("sweep").experiment_id])
+    assert sorted(r.data.params["seed"] for r in runs) == ["0", "1", "2"]
+    assert {r.info.run_id for r in runs} == {out.strip() for out, _ in outs}
+
+
 def test_train_writes_run_folder_and_mlflow_run(tiny_recipe, tmp_path):
     import mlflow
 

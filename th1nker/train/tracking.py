@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 from th1nker.io import file_digest
@@ -16,6 +17,32 @@ DEFAULT_URI = "sqlite:///mlflow.db"
 def tracking_uri(configured: str | None) -> str:
     """The recipe's URI, else $MLFLOW_TRACKING_URI, else a local SQLite store."""
     return configured or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
+
+
+@contextmanager
+def store_lock(uri: str):
+    """For a SQLite store, hold an exclusive lock on `<database>.lock` beside it: MLflow creates and migrates a
+    fresh database at its first use, and processes that start together (a sweep) corrupt each other's
+    migration ("table _alembic_tmp_tags already exists"). Other stores, or no `fcntl` (Windows): no lock."""
+    try:
+        import fcntl
+    except ImportError:
+        fcntl = None
+    if fcntl is None or not uri.startswith("sqlite:///"):
+        yield
+        return
+    database = Path(uri.removeprefix("sqlite:///"))
+    try:
+        handle = open(database.with_name(database.name + ".lock"), "a")
+    except OSError:  # e.g. no such folder: MLflow reports the store's own error
+        yield
+        return
+    with handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 # variables that would point git at another repository than the folder it is asked about
@@ -110,8 +137,9 @@ class Tracker:
 
         def begin():
             mlflow.set_tracking_uri(self.uri)
-            mlflow.set_experiment(self.experiment)
-            run = mlflow.start_run(run_id=run_id, run_name=None if run_id else run_name)
+            with store_lock(self.uri):  # creating the store or the experiment is not safe to do concurrently
+                mlflow.set_experiment(self.experiment)
+                run = mlflow.start_run(run_id=run_id, run_name=None if run_id else run_name)
             if run_id is None:
                 mlflow.log_params(flatten(params))
                 mlflow.set_tags({k: v for k, v in tags.items() if v is not None})
