@@ -60,9 +60,11 @@ def test_text_lm_on_a_corpus_folder_keeps_code_exactly(corpus):
     assert decode_text(task.tokenizer, encode_text(task.tokenizer, indented)) == indented
 
 
-def test_prelude_runs_once_per_gradient_window(corpus):
+def test_prelude_runs_once_per_gradient_window_and_the_coda_only_where_graded(corpus):
+    """In training, the window without gradients runs prelude and core only: the coda's state feeds only the
+    head, whose outputs nothing reads there."""
     recipe, task, model = small_lm(corpus)
-    calls = {"prelude": 0, "core": 0}
+    calls = {"prelude": 0, "core": 0, "coda": 0}
     for name in calls:
         model.blocks[name].layers[0].register_forward_hook(lambda *a, n=name: calls.__setitem__(n, calls[n] + 1))
     from th1nker.loop import think
@@ -71,8 +73,12 @@ def test_prelude_runs_once_per_gradient_window(corpus):
     batch = task.eval_batch(64, 2)
     model.train()
     events = list(think(model, batch, plan=[Window(3, False), Window(2, True)]))
-    assert calls == {"prelude": 2, "core": 5}
+    assert calls == {"prelude": 2, "core": 5, "coda": 2}
     assert [type(e).__name__ for e in events].count("WindowEnd") == 1
+    assert [c.block for c in model.latent_calls(model.calls)] == ["prelude", "core"]
+    with torch.no_grad():  # without a plan (evaluation) every step has its outputs
+        events = list(think(model, batch, steps=3))
+    assert calls["coda"] == 5 and all(e.thought.outputs for e in events if type(e).__name__ == "StepEnd")
 
 
 def test_cached_generation_gives_the_uncached_tokens(corpus):

@@ -30,12 +30,14 @@ def think(model, batch: Batch, schedule: Schedule | None = None, steps: int | No
           halt: HaltRule | None = None) -> Generator[Event, object, Thought]:
     """Think on `batch` for `steps` steps (or the windows of `plan`), yielding events; returns the Thought.
 
-    Without a plan every step runs in one window, with gradients only if they are enabled. Between
+    Without a plan every step runs in one window, with gradients only if they are enabled. With one (training),
+    a window without gradients computes no outputs, as nothing reads them (`Thought.outputs_wanted`). Between
     windows every state is detached and the window's losses and caches are dropped: no gradient
     crosses a boundary. `noise` adds each state's recipe noise before every step (training). `halt`
     stops examples after a step (th1nker.halting); halted examples cost nothing afterwards.
     """
     schedule = schedule or make_schedule(model.recipe.schedule, model, generator)
+    training = plan is not None  # a plan's windows without gradients feed only the states of later ones
     plan = plan or [Window(steps or model.recipe.schedule.steps, torch.is_grad_enabled())]
     weights = plan_weights(loss_weights, plan)
     thought = thought or model.start(batch, generator)
@@ -47,6 +49,7 @@ def think(model, batch: Batch, schedule: Schedule | None = None, steps: int | No
         if window.grad and backpropagated:  # the last backward freed the encoders' graph: build a fresh one
             thought.inputs = model.encode(batch)
         losses: dict[int, Tensor] = {}
+        thought.outputs_wanted = window.grad or not training or halts
         for _ in range(window.steps):
             thought.outputs = []
             if noise:

@@ -144,7 +144,10 @@ class Th1nker(nn.Module):
 
     def run_step(self, calls: list[CallConfig], thought: Thought, rows: Tensor | None = None) -> Thought:
         """Run a step's calls in order (on `rows` only, as `run_call`). A compiled generation's one-token step
-        runs as one compiled graph when every call can join it (`th1nker.fused_step`)."""
+        runs as one compiled graph when every call can join it (`th1nker.fused_step`); a step whose outputs
+        are not wanted runs its `latent_calls` only."""
+        if not thought.outputs_wanted:
+            calls = self.latent_calls(calls)
         decoding = thought.decoding
         if rows is None and decoding is not None and decoding.compiled and decoding.fuse_steps \
                 and thought.latent.shape[1] == 1:
@@ -154,6 +157,17 @@ class Th1nker(nn.Module):
         for call in calls:
             self.run_call(call, thought, rows)
         return thought
+
+    def latent_calls(self, calls: list[CallConfig]) -> list[CallConfig]:
+        """The calls of a step, less its output blocks and probes and the calls whose written state only they
+        read (a Huginn coda before its head): what the step must run when its outputs are not wanted."""
+        kept = [c for c in calls if type(self.blocks[c.block].config).role not in ("output", "probe")]
+        while True:
+            read = {self.default_state} | {c.read for c in kept} | {a for c in kept for a in c.add}
+            needed = [c for c in kept if c.write in read]
+            if len(needed) == len(kept):
+                return kept
+            kept = needed
 
     def _fused_step(self, calls: list[CallConfig]):
         """The FusedStep of `calls` (one per distinct step), or None when a call cannot join one; the last

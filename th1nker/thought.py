@@ -149,6 +149,8 @@ class Thought:
     (kept by the loop, so schedules need not ask the device). last_action: (B,) the policy schedule's last
     choice per example (kept across steps and windows). reads: rows an on-disk memory read returned,
     per block, at its latest call. decoding: set while generating token by token (per generation).
+    outputs_wanted: False in a training window without gradients, whose outputs nothing reads (per window):
+    a fixed step then runs only the calls that change a state something else reads (`Th1nker.latent_calls`).
     explore: set by an RL trainer, read blocks with a chooser sample their choice with it (else greedy);
     choices: every such choice of the run, in order (per run).
     """
@@ -172,6 +174,7 @@ class Thought:
     window: WindowState = field(default_factory=WindowState)
     reads: dict[str, Tensor] = field(default_factory=dict)
     decoding: DecodeCache | None = None
+    outputs_wanted: bool = True
     explore: torch.Generator | None = None
     choices: list[ReadChoice] = field(default_factory=list)
 
