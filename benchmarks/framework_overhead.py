@@ -23,15 +23,16 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def plain_step(m, h, x):
-    """One read -> think -> answer step of the default recipe, no framework objects."""
+def plain_step(m, h, x, with_logits: bool = True):
+    """One read -> think -> answer step of the default recipe, no framework objects (without the answer
+    where nothing reads it: the framework's training windows without gradients skip it too)."""
     read, think, answer = m.blocks["read"], m.blocks["think"], m.blocks["answer"]
     h = h + read.mix(torch.cat([read.norm(h), x], -1))
     for mixer, mn, mlp, fn in zip(think.mixers, think.mixer_norms, think.mlps, think.mlp_norms):
         h = h + mixer.conv(mn(h).transpose(1, 2)).transpose(1, 2)
         h = h + mlp(fn(h))
     h = think.out_norm(h)
-    return h, answer.head(answer.norm(h))
+    return h, answer.head(answer.norm(h)) if with_logits else None
 
 
 def plain_update(m, opt, batch, plan, latent):
@@ -41,7 +42,7 @@ def plain_update(m, opt, batch, plan, latent):
     n_free, k = plan
     with torch.no_grad():
         for _ in range(n_free):
-            h, _ = plain_step(m, h, x)
+            h, _ = plain_step(m, h, x, with_logits=False)
     h = h.detach()
     x = m.encoders["text"].embed(ids)
     loss = 0.0

@@ -56,14 +56,16 @@ class FusedStep:
         model, seen = self.model, Counter(thought.trace)
         caches, reused, inputs = [], {}, {}
         for call, block in zip(self.calls, self.blocks):
-            computes = call.write is not None and not (block.config.once and call.block in thought.window.cache)
-            if call.write is not None and not computes:
+            cache = None
+            if call.write is not None and block.config.once and call.block in thought.window.cache:
                 reused[call.block] = thought.window.cache[call.block]
-            caches.append(block.decode_caches(thought, seen[call.block]) if computes else None)
+            else:
+                if call.write is not None:
+                    cache = block.decode_caches(thought, seen[call.block])
+                inputs.update({name: model._addend(name, thought, thought.states[call.read])
+                               for name in call.add if name not in thought.states})
+            caches.append(cache)
             seen[call.block] += 1
-            for name in call.add if call.block not in reused else ():
-                if name not in thought.states:
-                    inputs[name] = model._addend(name, thought, thought.states[call.read])
         results = self.graph(dict(thought.states), inputs, caches, reused)
         for call, block, value in zip(self.calls, self.blocks, results):
             if call.write is None:

@@ -11,6 +11,11 @@ from pathlib import Path
 
 from th1nker.io import file_digest
 
+try:
+    import fcntl  # POSIX file locks (store_lock)
+except ImportError:  # Windows
+    fcntl = None
+
 DEFAULT_URI = "sqlite:///mlflow.db"
 
 
@@ -24,10 +29,6 @@ def store_lock(uri: str):
     """For a SQLite store, hold an exclusive lock on `<database>.lock` beside it: MLflow creates and migrates a
     fresh database at its first use, and processes that start together (a sweep) corrupt each other's
     migration ("table _alembic_tmp_tags already exists"). Other stores, or no `fcntl` (Windows): no lock."""
-    try:
-        import fcntl
-    except ImportError:
-        fcntl = None
     if fcntl is None or not uri.startswith("sqlite:///"):
         yield
         return
